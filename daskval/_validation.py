@@ -1,0 +1,59 @@
+"""Argument checks shared by the public constructors.
+
+Every check raises before any cluster work starts and names the offending
+argument, so that a typo costs a traceback, not a half-finished run.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "check_finite",
+    "check_positive_int",
+    "check_fraction",
+    "check_positive_number",
+]
+
+
+def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as an int, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    lowest = 0 if allow_zero else 1
+    if value < lowest:
+        raise ValueError(f"{name} must be >= {lowest}, got {value}")
+    return int(value)
+
+
+def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def check_fraction(value: Any, name: str, *, inclusive_high: bool = False) -> float:
+    """Return ``value`` as a float in [0, 1) (or [0, 1]), or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    high_ok = value <= 1 if inclusive_high else value < 1
+    if not (np.isfinite(value) and value >= 0 and high_ok):
+        interval = "[0, 1]" if inclusive_high else "[0, 1)"
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
+    return value
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    """Raise naming ``name`` if a numeric ``array`` holds NaN or infinity."""
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")

@@ -1,0 +1,159 @@
+"""Mergeable per-player statistics, and the partial state of a sample range.
+
+Workers turn a range of samples into a :class:`Partial`: for every named
+statistic, per-player counts, sums and sums of squared deviations
+(:class:`Moments`). Partials of adjacent ranges merge associatively (Chan et
+al.'s pairwise update), so they can be tree-summed in any grouping, and the
+merged state is never larger than one partial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskval.utility import EvalStats
+
+__all__ = ["Moments", "Partial"]
+
+
+@dataclass
+class Moments:
+    """Per-player count, sum and sum of squared deviations from the mean.
+
+    Attributes
+    ----------
+    count : np.ndarray of int64
+        How many contributions each player received.
+    total : np.ndarray of float64
+        Their sum.
+    m2 : np.ndarray of float64
+        Their sum of squared deviations from the player's mean.
+    """
+
+    count: np.ndarray
+    total: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def zeros(cls, n: int) -> Moments:
+        return cls(np.zeros(n, np.int64), np.zeros(n), np.zeros(n))
+
+    @classmethod
+    def from_samples(cls, values: np.ndarray, mask: np.ndarray | None = None) -> Moments:
+        """Moments of a (samples, players) matrix; ``mask`` marks present entries."""
+        if mask is None:
+            count = np.full(values.shape[1], values.shape[0], dtype=np.int64)
+            total = values.sum(axis=0)
+            mean = total / np.maximum(count, 1)
+            m2 = ((values - mean) ** 2).sum(axis=0)
+        else:
+            count = mask.sum(axis=0).astype(np.int64)
+            masked = np.where(mask, values, 0.0)
+            total = masked.sum(axis=0)
+            mean = total / np.maximum(count, 1)
+            m2 = np.where(mask, (values - mean) ** 2, 0.0).sum(axis=0)
+        return cls(count, total, m2)
+
+    @property
+    def mean(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), 0.0)
+
+    @property
+    def variance(self) -> np.ndarray:
+        """The sample variance (ddof=1) of each player's contributions; inf below 2."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.inf)
+
+    @property
+    def stderr(self) -> np.ndarray:
+        """The standard error of each player's mean; inf below two contributions."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 1,
+                            np.sqrt(self.variance / np.maximum(self.count, 1)), np.inf)
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both sets of contributions together (a new object)."""
+        count = self.count + other.count
+        total = self.total + other.total
+        safe = np.maximum(count, 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = (other.total / np.maximum(other.count, 1)
+                     - self.total / np.maximum(self.count, 1))
+        cross = delta**2 * (self.count * other.count) / safe
+        m2 = self.m2 + other.m2 + np.where((self.count > 0) & (other.count > 0), cross, 0.0)
+        return Moments(count, total, m2)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.count.nbytes + self.total.nbytes + self.m2.nbytes)
+
+
+@dataclass
+class Partial:
+    """The merged state of the samples ``start .. stop-1`` of one run.
+
+    Attributes
+    ----------
+    start, stop : int
+        The contiguous range of global sample indices covered.
+    moments : dict of str to Moments
+        The method's named statistics.
+    eval_stats : EvalStats
+        Utility calls, failures and warnings of those samples.
+    sample_evaluations : np.ndarray or None
+        Utility calls per sample, kept by unmerged leaves only (to cut an
+        evaluation budget at an exact sample).
+    compute_seconds : float
+        Worker time spent evaluating these samples.
+    exhausted : bool
+        True when an evaluation budget cut this state short: no sample may
+        be added after it.
+    """
+
+    start: int
+    stop: int
+    moments: dict[str, Moments]
+    eval_stats: EvalStats = field(default_factory=EvalStats)
+    sample_evaluations: np.ndarray | None = None
+    compute_seconds: float = 0.0
+    exhausted: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def n_evaluations(self) -> int:
+        return self.eval_stats.n_evaluations
+
+    def merge(self, other: Partial) -> Partial:
+        """This range followed by the adjacent range ``other``."""
+        if other.start != self.stop:
+            raise ValueError(f"cannot merge samples [{self.start}, {self.stop}) with "
+                             f"[{other.start}, {other.stop}): they are not adjacent")
+        if self.exhausted:
+            raise ValueError("cannot add samples past an exhausted evaluation budget")
+        stats = EvalStats()
+        stats += self.eval_stats
+        stats += other.eval_stats
+        moments = {k: m.merge(other.moments[k]) for k, m in self.moments.items()}
+        return Partial(self.start, other.stop, moments, stats, None,
+                       self.compute_seconds + other.compute_seconds, other.exhausted)
+
+    @property
+    def nbytes(self) -> int:
+        extra = 0 if self.sample_evaluations is None else self.sample_evaluations.nbytes
+        return sum(m.nbytes for m in self.moments.values()) + extra
+
+    def to_arrays(self) -> dict[str, Any]:
+        """Plain arrays and JSON-able values (for checkpoints, never pickled)."""
+        out: dict[str, Any] = {}
+        for name, m in self.moments.items():
+            out[f"{name}.count"] = m.count
+            out[f"{name}.total"] = m.total
+            out[f"{name}.m2"] = m.m2
+        return out

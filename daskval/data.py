@@ -1,0 +1,257 @@
+"""Datasets: the training rows being valued and the split that scores them.
+
+A :class:`Dataset` holds a training split (whose rows, or groups of rows, are
+the players of the valuation game) and a scoring split on which every model is
+evaluated. Arrays may be numpy arrays or pandas objects; pandas column names
+and dtypes reach the model unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from daskval._validation import check_finite
+
+__all__ = ["Dataset"]
+
+ArrayLike = Any  # numpy array, pandas DataFrame/Series, or a nested sequence
+
+
+def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.DataFrame:
+    """Return features as a 2-D array or DataFrame, or targets as 1-D."""
+    if value is None:
+        raise ValueError(f"{name} is required, got None")
+    if isinstance(value, pd.DataFrame):
+        if ndim != 2:
+            raise ValueError(f"{name} must be one-dimensional, got a DataFrame")
+        return value.reset_index(drop=True)
+    if isinstance(value, pd.Series):
+        if ndim == 2:
+            raise ValueError(f"{name} must be two-dimensional, got a Series")
+        return value.to_numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
+    if array.dtype == object and ndim == 2:
+        raise TypeError(f"{name} must hold numbers; use a DataFrame for mixed columns")
+    if array.ndim != ndim:
+        shape = "(n_samples, n_features)" if ndim == 2 else "(n_samples,)"
+        raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    return array
+
+
+def _check_no_missing(value: np.ndarray | pd.DataFrame, name: str) -> None:
+    if isinstance(value, pd.DataFrame):
+        numeric = value.select_dtypes(include="number")
+        check_finite(numeric.to_numpy(dtype=float), name)
+    elif value.dtype.kind in "fc":
+        check_finite(value, name)
+
+
+def _n_rows(value: np.ndarray | pd.DataFrame) -> int:
+    return int(value.shape[0])
+
+
+def _hash_update(digest: Any, value: np.ndarray | pd.DataFrame) -> None:
+    """Feed an array or a DataFrame into ``digest``, dtypes and shapes included."""
+    if isinstance(value, pd.DataFrame):
+        digest.update(repr(list(value.columns)).encode())
+        digest.update(repr([str(t) for t in value.dtypes]).encode())
+        hashed = pd.util.hash_pandas_object(value, index=False).to_numpy()
+        digest.update(hashed.tobytes())
+        return
+    array = np.ascontiguousarray(value)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    if array.dtype == object:
+        digest.update(repr(array.tolist()).encode())
+    else:
+        digest.update(array.tobytes())
+
+
+class Dataset:
+    """Training and scoring splits, and who the players are.
+
+    Parameters
+    ----------
+    x_train, y_train : array-like or pandas objects
+        The training rows. Their rows (or their groups, see ``groups``) are
+        the players being valued.
+    x_test, y_test : array-like or pandas objects
+        The scoring split: every utility evaluation scores a model on it.
+    names : sequence of str, optional
+        One name per player. Defaults to the row positions ``"0"``, ``"1"``,
+        ... or, with ``groups``, to the group labels.
+    groups : array-like, optional
+        One label per training row. When given, the players are the distinct
+        labels (in sorted order) and a coalition trains on all rows of its
+        groups.
+
+    Raises
+    ------
+    ValueError, TypeError
+        On mismatched lengths, missing or infinite values, an empty training
+        split, or ``names``/``groups`` of the wrong length.
+    """
+
+    def __init__(
+        self,
+        x_train: ArrayLike,
+        y_train: ArrayLike,
+        x_test: ArrayLike,
+        y_test: ArrayLike,
+        *,
+        names: Sequence[str] | None = None,
+        groups: ArrayLike | None = None,
+    ) -> None:
+        self.x_train = _as_table(x_train, "x_train", ndim=2)
+        self.y_train = _as_table(y_train, "y_train", ndim=1)
+        self.x_test = _as_table(x_test, "x_test", ndim=2)
+        self.y_test = _as_table(y_test, "y_test", ndim=1)
+        self._check_shapes()
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            _check_no_missing(getattr(self, name), name)
+        self.groups, self._group_rows = self._make_groups(groups)
+        self.names = self._make_names(names)
+        self._fingerprint: str | None = None
+
+    # -- construction helpers -------------------------------------------------
+    def _check_shapes(self) -> None:
+        n_train, n_test = _n_rows(self.x_train), _n_rows(self.x_test)
+        if n_train == 0:
+            raise ValueError("x_train is empty: there is nothing to value")
+        if n_test == 0:
+            raise ValueError("x_test is empty: utilities have nothing to score on")
+        if len(self.y_train) != n_train:
+            raise ValueError(
+                f"y_train has {len(self.y_train)} rows but x_train has {n_train}"
+            )
+        if len(self.y_test) != n_test:
+            raise ValueError(
+                f"y_test has {len(self.y_test)} rows but x_test has {n_test}"
+            )
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError(
+                f"x_test has {self.x_test.shape[1]} features but x_train has "
+                f"{self.x_train.shape[1]}"
+            )
+
+    def _make_groups(
+        self, groups: ArrayLike | None
+    ) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+        if groups is None:
+            return None, None
+        labels = np.asarray(groups.to_numpy() if hasattr(groups, "to_numpy") else groups)
+        if labels.ndim != 1 or len(labels) != _n_rows(self.x_train):
+            raise ValueError(
+                f"groups must give one label per training row ({_n_rows(self.x_train)}),"
+                f" got shape {labels.shape}"
+            )
+        if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
+            raise ValueError("groups contains NaN or infinite labels")
+        unique, inverse = np.unique(labels, return_inverse=True)
+        rows = [np.flatnonzero(inverse == g) for g in range(len(unique))]
+        return unique, rows
+
+    def _make_names(self, names: Sequence[str] | None) -> np.ndarray:
+        if names is None:
+            if self.groups is not None:
+                return np.array([str(g) for g in self.groups], dtype=object)
+            return np.array([str(i) for i in range(self.n)], dtype=object)
+        names_arr = np.asarray(list(names), dtype=object)
+        if names_arr.ndim != 1 or len(names_arr) != self.n:
+            raise ValueError(f"names must give one name per player ({self.n}), "
+                             f"got {len(names_arr)}")
+        names_arr = np.array([str(x) for x in names_arr], dtype=object)
+        if len(set(names_arr)) != len(names_arr):
+            raise ValueError("names must be unique")
+        return names_arr
+
+    @classmethod
+    def from_sklearn(
+        cls,
+        bunch: Any,
+        *,
+        train_size: float | int = 0.7,
+        random_state: int | None = None,
+        stratify: bool = True,
+    ) -> Dataset:
+        """Split a scikit-learn ``Bunch`` (``load_*(...)``) into a Dataset.
+
+        Parameters
+        ----------
+        bunch : sklearn.utils.Bunch
+            As returned by e.g. ``sklearn.datasets.load_breast_cancer()``;
+            ``as_frame=True`` bunches keep their column names.
+        train_size : float or int
+            Fraction or number of rows in the training split; the rest scores.
+        random_state : int, optional
+            Seed of the split.
+        stratify : bool
+            Stratify the split by target for classification targets.
+        """
+        from sklearn.model_selection import train_test_split
+
+        if not hasattr(bunch, "data") or not hasattr(bunch, "target"):
+            raise TypeError("bunch must have 'data' and 'target', like sklearn's load_*")
+        x, y = bunch.data, bunch.target
+        y_arr = np.asarray(y)
+        strat = y_arr if stratify and y_arr.dtype.kind in "iub" else None
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, y, train_size=train_size, random_state=random_state, stratify=strat
+        )
+        return cls(x_tr, y_tr, x_te, y_te)
+
+    # -- players --------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """The number of players (training rows, or groups)."""
+        if self._group_rows is not None:
+            return len(self._group_rows)
+        return _n_rows(self.x_train)
+
+    @property
+    def n_train(self) -> int:
+        """The number of training rows."""
+        return _n_rows(self.x_train)
+
+    def rows(self, players: np.ndarray) -> np.ndarray:
+        """Training row positions of the given players (sorted, for groups)."""
+        if self._group_rows is None:
+            return players
+        if len(players) == 0:
+            return np.empty(0, dtype=np.intp)
+        return np.concatenate([self._group_rows[p] for p in players])
+
+    def train_subset(self, rows: np.ndarray) -> tuple[Any, Any]:
+        """The training features and targets of the given rows."""
+        x = self.x_train
+        x_rows = x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
+        return x_rows, self.y_train[rows]
+
+    def fingerprint(self) -> str:
+        """A stable hash of the arrays, the grouping and the names."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(b"daskval.Dataset/1")
+            for value in (self.x_train, self.y_train, self.x_test, self.y_test):
+                _hash_update(digest, value)
+            if self.groups is not None:
+                for rows in self._group_rows or []:
+                    digest.update(rows.astype(np.int64).tobytes() + b"|")
+            digest.update(repr(list(self.names)).encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__
+
+    def __repr__(self) -> str:
+        kind = f"{self.n} groups of " if self.groups is not None else ""
+        return (f"Dataset({kind}{self.n_train} training rows, "
+                f"{_n_rows(self.x_test)} scoring rows, "
+                f"{self.x_train.shape[1]} features)")

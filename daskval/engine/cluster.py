@@ -1,0 +1,143 @@
+"""Which cluster a valuation runs on: the caller's client, or an embedded one.
+
+The embedded LocalCluster has one single-threaded worker process per core
+(scikit-learn fits hold the GIL much of the time) with BLAS pinned to one
+thread, binds to 127.0.0.1, is started once per Python process, is never made
+the user's default client, and is closed at exit.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from daskval.exceptions import ScriptGuardError
+
+__all__ = ["embedded_client", "resolve_client", "shutdown_embedded"]
+
+logger = logging.getLogger("daskval")
+
+_BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+             "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
+             "NUMEXPR_NUM_THREADS": "1"}
+
+_lock = threading.Lock()
+_embedded: tuple[LocalCluster, Client] | None = None
+
+
+def resolve_client(client: Any = None) -> Client:
+    """``client`` if given, else the active Dask client, else the embedded one."""
+    if client is not None:
+        if not isinstance(client, Client):
+            raise TypeError(f"client must be a distributed.Client, got "
+                            f"{type(client).__name__}")
+        if client.status not in ("running", "connecting", "newly-created"):
+            raise ValueError(f"client is not connected (status {client.status!r})")
+        return client
+    try:
+        return Client.current(allow_global=True)
+    except ValueError:
+        return embedded_client()
+
+
+def embedded_client() -> Client:
+    """The process-wide embedded LocalCluster's client, started on first use."""
+    global _embedded
+    with _lock:
+        if _embedded is not None and _embedded[1].status == "running":
+            return _embedded[1]
+        check_main_guard()
+        from dask.system import CPU_COUNT
+
+        cluster = LocalCluster(
+            n_workers=max(1, CPU_COUNT), threads_per_worker=1, processes=True,
+            host="127.0.0.1", dashboard_address="127.0.0.1:8787",
+            env=dict(_BLAS_ENV), silence_logs=logging.ERROR,
+        )
+        client = Client(cluster, set_as_default=False)
+        _embedded = (cluster, client)
+        atexit.register(shutdown_embedded)
+        logger.info("daskval started a LocalCluster with %d workers; dashboard at %s",
+                    len(cluster.workers), client.dashboard_link)
+        return client
+
+
+def shutdown_embedded() -> None:
+    """Close the embedded cluster, if one was started."""
+    global _embedded
+    with _lock:
+        if _embedded is None:
+            return
+        cluster, client = _embedded
+        _embedded = None
+    try:
+        client.close()
+        cluster.close()
+    except Exception:  # interpreter shutdown: best effort
+        pass
+
+
+_GUARD_HELP = (
+    "daskval starts worker processes, which re-import your script ({path}). Your "
+    "script starts the valuation at import time (line {line}), so every worker "
+    "would start another cluster. Put the code that runs the valuation under\n\n"
+    "    if __name__ == \"__main__\":\n        ...\n\n"
+    "or start a cluster yourself and pass fit(client=...)."
+)
+
+
+def _inside_main_guard(tree: ast.Module, line: int) -> bool:
+    for node in tree.body:
+        if not isinstance(node, ast.If):
+            continue
+        test = node.test
+        is_guard = (
+            isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__" and len(test.comparators) == 1
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value == "__main__"
+        )
+        end = node.end_lineno or node.lineno
+        if is_guard and node.lineno <= line <= end:
+            return True
+    return False
+
+
+def check_main_guard() -> None:
+    """Refuse to start worker processes from an unguarded script's top level.
+
+    Worker processes start with ``spawn`` and re-import the ``__main__``
+    module; a script that runs a valuation at import time would recurse (or
+    hang). This looks for the call site in ``__main__``'s top-level code and,
+    when it is not under ``if __name__ == "__main__":``, raises
+    :class:`ScriptGuardError` with the fix.
+    """
+    if multiprocessing.parent_process() is not None:
+        # we are a spawned process re-importing the script: never recurse
+        main = sys.modules.get("__main__")
+        raise ScriptGuardError(_GUARD_HELP.format(
+            path=getattr(main, "__file__", "?"), line="?"))
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or not os.path.isfile(path):
+        return  # interactive session, notebook, or `python -c`: nothing re-imports
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_globals is main.__dict__ and frame.f_code.co_name == "<module>":
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    tree = ast.parse(fh.read())
+            except (OSError, SyntaxError):
+                return
+            if not _inside_main_guard(tree, frame.f_lineno):
+                raise ScriptGuardError(_GUARD_HELP.format(path=path, line=frame.f_lineno))
+            return
+        frame = frame.f_back  # type: ignore[assignment]

@@ -1,0 +1,381 @@
+"""The run loop: a sliding window of sample-range tasks and a streaming merge.
+
+One run, seen from the client:
+
+1. the utility is registered once per cluster as a worker plugin (broadcast);
+2. the plan's anchor coalitions (u(empty), u(N), ...) are evaluated once;
+3. tasks over contiguous ranges of global sample indices keep every worker
+   thread busy (~3 tasks per thread in flight), each sized to run ~0.5 s;
+4. finished ranges that continue the merged prefix ``[0, K)`` are appended to
+   it by merge tasks on the workers, in sample order: the state is always
+   "exactly the first K samples", so budgets are exact and values do not
+   depend on workers, task sizes or completion order;
+5. about once a second the client fetches the newest merged state (one
+   accumulator), checks the stopping criterion and publishes progress.
+
+A range counts once: its key names the run and the range, and a leaf enters
+the prefix only through the single merge chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import numpy as np
+from distributed import Client, Future
+
+from daskval.accumulate import Partial
+from daskval.engine.broadcast import ensure_broadcast
+from daskval.engine.cluster import resolve_client
+from daskval.engine.tasks import anchors_task, leaf_task, merge_task
+from daskval.exceptions import ValuationError
+from daskval.plan import Plan, initial_partial
+from daskval.result import ValuationResult
+from daskval.stopping import Snapshot
+from daskval.utility import EvalStats
+
+if TYPE_CHECKING:
+    from daskval.methods.base import Valuation
+
+__all__ = ["RunSettings", "ValuationHandle", "start_run"]
+
+logger = logging.getLogger("daskval")
+
+# a task's contribution matrix (samples x players floats) stays below this
+_MAX_TASK_BYTES = 64 * 2**20
+
+
+@dataclass
+class RunSettings:
+    """Engine knobs; the defaults suit tasks of milliseconds to seconds."""
+
+    samples_per_task: int | None = None
+    target_task_seconds: float = 0.5
+    tasks_per_thread: int = 3
+    check_interval: float = 1.0
+    merge_interval: float = 0.25
+    max_merge_fanin: int = 32
+    poll_interval: float = 0.05
+
+
+@dataclass
+class _Progress:
+    n_samples: int = 0
+    n_evaluations: int = 0
+    completion: float = 0.0
+    elapsed: float = 0.0
+    status: str = "pending"
+    fetches: int = 0
+    max_fetch_bytes: int = 0
+    history: list[tuple[float, int, int]] = field(default_factory=list)
+
+
+def _min_cap(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class ValuationHandle:
+    """A running valuation: poll it, wait for it, or cancel it.
+
+    Returned by ``Valuation.submit()``; ``fit()`` is ``submit().result()``.
+    """
+
+    def __init__(self, valuation: Valuation, plan: Plan, client: Client,
+                 settings: RunSettings) -> None:
+        self.valuation = valuation
+        self.plan = plan
+        self.client = client
+        self.settings = settings
+        self.run_id = uuid.uuid4().hex[:12]
+        self._progress = _Progress()
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self._cancel_status = "cancelled"
+        self._result: ValuationResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"daskval-{self.run_id}",
+                                        daemon=True)
+
+    # -- public API -------------------------------------------------------------
+    def start(self) -> ValuationHandle:
+        self._thread.start()
+        return self
+
+    def done(self) -> bool:
+        """True once the run has finished, failed or been cancelled."""
+        return self._done.is_set()
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """Samples and evaluations merged so far, completion in [0, 1], status."""
+        p = self._progress
+        return {"n_samples": p.n_samples, "n_evaluations": p.n_evaluations,
+                "completion": p.completion, "elapsed": p.elapsed, "status": p.status}
+
+    def result(self, timeout: float | None = None) -> ValuationResult:
+        """Wait for the run and return its result (or raise its error).
+
+        A KeyboardInterrupt while waiting stops the run and returns the
+        samples merged so far, with status ``"interrupted"``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._done.wait(0.1):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"valuation not finished after {timeout} s")
+        except KeyboardInterrupt:
+            self.cancel(status="interrupted")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def cancel(self, status: str = "cancelled") -> None:
+        """Stop the run; the result holds the samples merged so far."""
+        self._cancel_status = status
+        self._cancel.set()
+        self._done.wait()
+
+    # -- the loop ---------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._result = self._run()
+        except BaseException as exc:
+            self._error = exc
+            self._progress.status = "failed"
+        finally:
+            self._done.set()
+
+    def _run(self) -> ValuationResult:
+        begin = time.monotonic()
+        settings, plan, client = self.settings, self.plan, self.client
+        stop = self.valuation.stop
+        if stop is not None:
+            stop.reset()
+        plugin = ensure_broadcast(client, self.valuation.utility)
+        self._progress.status = "running"
+
+        anchor_stats, seconds_per_eval = EvalStats(), None
+        if plan.anchors():
+            anchors = client.submit(anchors_task, plugin, plan, pure=False,
+                                    key=f"daskval-anchors-{self.run_id}")
+            values, anchor_stats, seconds_per_eval = anchors.result()
+            plan.bind_anchors(values)
+            del anchors
+
+        cap, eval_budget = self._budgets(anchor_stats.n_evaluations)
+        state = initial_partial(plan, anchor_stats)
+        task_bytes = len(cloudpickle.dumps((leaf_task, plugin, plan, 0, 1)))
+        seconds_per_sample = (None if seconds_per_eval is None else
+                              0.5 * seconds_per_eval * plan.max_evaluations_per_sample())
+
+        in_flight: dict[Future, tuple[int, int]] = {}
+        finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
+        merges: deque[Future] = deque()  # merge chain, oldest first
+        prefix: Partial | Future = state
+        merged_stop = 0  # end of the last range handed to a merge
+        next_start = 0
+        last_merge = last_check = time.monotonic()
+        status = "completed"
+        n_threads = sum(client.nthreads().values()) or 1
+        threads_checked = time.monotonic()
+
+        while True:
+            now = time.monotonic()
+            if self._cancel.is_set():
+                status = self._cancel_status
+                break
+            if now - threads_checked > 2.0:
+                n_threads = sum(client.nthreads().values()) or n_threads
+                threads_checked = now
+
+            # keep the window full
+            window = max(2, settings.tasks_per_thread * n_threads)
+            while len(in_flight) < window and (cap is None or next_start < cap):
+                size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
+                end = next_start + size if cap is None else min(cap, next_start + size)
+                future = client.submit(leaf_task, plugin, plan, next_start, end,
+                                       pure=False,
+                                       key=f"daskval-leaf-{self.run_id}-{next_start}-{end}")
+                in_flight[future] = (next_start, end)
+                next_start = end
+
+            # collect finished leaves
+            # (distributed.wait would need a default client, which we never set)
+            time.sleep(settings.poll_interval)
+            for future in [f for f in in_flight if f.done()]:
+                start, end = in_flight.pop(future)
+                if future.status != "finished":
+                    self._raise_task_failure(future, start, end)
+                finished[start] = (end, future)
+
+            # append the contiguous run of finished leaves to the prefix
+            run_starts: list[int] = []
+            run_stop = merged_stop
+            while run_stop in finished and len(run_starts) < settings.max_merge_fanin:
+                run_starts.append(run_stop)
+                run_stop = finished[run_stop][0]
+            reached_cap = cap is not None and run_stop >= cap
+            if run_starts and (now - last_merge >= settings.merge_interval or reached_cap
+                               or len(run_starts) >= settings.max_merge_fanin):
+                leaves = [finished.pop(s)[1] for s in run_starts]
+                merged = client.submit(merge_task, prefix, eval_budget, plugin, plan,
+                                       *leaves, pure=False,
+                                       key=f"daskval-merge-{self.run_id}-{run_stop}")
+                merges.append(merged)
+                prefix, merged_stop, last_merge = merged, run_stop, now
+
+            # fetch the newest merged state and decide
+            all_merged = cap is not None and merged_stop >= cap
+            if now - last_check >= settings.check_interval or (
+                    all_merged and merges and merges[-1].done()):
+                last_check = now
+                fetched = self._fetch_newest(merges)
+                if fetched is not None:
+                    state = fetched
+                    if state.n_samples and state.compute_seconds > 0:
+                        seconds_per_sample = state.compute_seconds / state.n_samples
+                    done = self._update_progress(state, cap, begin)
+                    if done:
+                        break
+
+        client.cancel(list(in_flight) + [f for _, f in finished.values()])
+        del in_flight, finished, merges, prefix
+        self._progress.status = status
+        return self._make_result(state, status, begin, task_bytes, client)
+
+    def _budgets(self, anchor_evaluations: int) -> tuple[int | None, int | None]:
+        """The sample cap and the evaluation budget left for the merge to enforce."""
+        plan, stop = self.plan, self.valuation.stop
+        cap = _min_cap(plan.sample_limit(), None if stop is None else stop.sample_budget())
+        eval_budget = None if stop is None else stop.evaluation_budget()
+        if eval_budget is not None:
+            fixed = plan.fixed_evaluations_per_sample()
+            room = max(0, eval_budget - anchor_evaluations)
+            if fixed:
+                # constant cost per sample: the cut is known up front
+                cap = _min_cap(cap, room // fixed)
+                eval_budget = None
+            elif room == 0:
+                cap = 0
+        return cap, eval_budget
+
+    def _task_size(self, seconds_per_sample: float | None, cap: int | None,
+                   next_start: int, n_threads: int) -> int:
+        settings = self.settings
+        if settings.samples_per_task is not None:
+            return settings.samples_per_task
+        largest = max(1, _MAX_TASK_BYTES // (8 * max(1, self.plan.n)))
+        if seconds_per_sample is None or seconds_per_sample <= 0:
+            size = 1
+        else:
+            size = int(settings.target_task_seconds / seconds_per_sample)
+        if cap is not None:
+            # leave every thread a share of what remains
+            size = min(size, -(-(cap - next_start) // (2 * n_threads)))
+        return int(min(max(1, size), largest))
+
+    def _fetch_newest(self, merges: deque[Future]) -> Partial | None:
+        """The newest finished merge's state; older merges are released."""
+        for i in range(len(merges) - 1, -1, -1):
+            future = merges[i]
+            if future.done():
+                if future.status != "finished":
+                    self._raise_task_failure(future, -1, -1)
+                state: Partial = future.result()
+                for _ in range(i):
+                    merges.popleft()
+                self._progress.fetches += 1
+                self._progress.max_fetch_bytes = max(self._progress.max_fetch_bytes,
+                                                     state.nbytes)
+                return state
+        return None
+
+    def _update_progress(self, state: Partial, cap: int | None, begin: float) -> bool:
+        """Publish progress; True when the run should stop."""
+        plan, stop = self.plan, self.valuation.stop
+        values, stderr, counts = plan.estimate(state.moments)
+        elapsed = time.monotonic() - begin
+        snap = Snapshot(values, stderr, counts, state.stop, state.n_evaluations, elapsed)
+        p = self._progress
+        p.n_samples, p.n_evaluations, p.elapsed = state.stop, state.n_evaluations, elapsed
+        p.history.append((elapsed, state.stop, state.n_evaluations))
+        finished = state.exhausted or (cap is not None and state.stop >= cap)
+        if stop is not None:
+            p.completion = 1.0 if finished else stop.completion(snap)
+            finished = finished or stop.check(snap)
+        else:
+            p.completion = 1.0 if finished else (state.stop / cap if cap else 0.0)
+        return finished
+
+    def _raise_task_failure(self, future: Future, start: int, end: int) -> None:
+        where = f"samples [{start}, {end})" if start >= 0 else "a merge"
+        if future.status == "error":
+            exc = future.exception()
+            raise ValuationError(f"a task over {where} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        raise ValuationError(f"a task over {where} was {future.status}; was the "
+                             "cluster restarted or the client closed during the run?")
+
+    def _make_result(self, state: Partial, status: str, begin: float, task_bytes: int,
+                     client: Client) -> ValuationResult:
+        import dask
+        import distributed
+        import sklearn
+
+        import daskval
+
+        plan, valuation = self.plan, self.valuation
+        values, stderr, counts = plan.estimate(state.moments)
+        stats = state.eval_stats
+        if stats.n_failed:
+            logger.warning("%d of %d utility evaluations failed and scored the default;"
+                           " the first failure:\n%s", stats.n_failed,
+                           stats.n_evaluations, stats.first_failure)
+        for message, count in stats.warnings.items():
+            logger.warning("model warnings during the run: %s (%d times)", message, count)
+        metadata = {
+            **valuation.describe(),
+            "plan": plan.describe(),
+            "utility": valuation.utility.describe(),
+            "utility_fingerprint": valuation.utility.fingerprint(),
+            "run_id": self.run_id,
+            "n_workers": len(client.nthreads()),
+            "elapsed_seconds": time.monotonic() - begin,
+            "compute_seconds": state.compute_seconds,
+            "task_bytes": task_bytes,
+            "max_fetch_bytes": self._progress.max_fetch_bytes,
+            "accumulator_bytes": initial_partial(plan).nbytes,
+            "warnings": dict(stats.warnings),
+            "first_failure": stats.first_failure,
+            "budget_exhausted": state.exhausted,
+            "versions": {"daskval": daskval.__version__, "dask": dask.__version__,
+                         "distributed": distributed.__version__,
+                         "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+        }
+        names = getattr(getattr(valuation.utility, "data", None), "names", None)
+        return ValuationResult(values, stderr, counts, names=names,
+                               n_samples=state.stop, n_evaluations=stats.n_evaluations,
+                               n_failed=stats.n_failed, status=status, metadata=metadata)
+
+
+def start_run(valuation: Valuation, *, client: Any = None,
+              samples_per_task: int | None = None) -> ValuationHandle:
+    """Validate, connect and start a run in a background thread."""
+    if samples_per_task is not None:
+        from daskval._validation import check_positive_int
+
+        check_positive_int(samples_per_task, "samples_per_task")
+    plan = valuation.make_plan()  # validates everything before touching a cluster
+    resolved = resolve_client(client)
+    settings = RunSettings(samples_per_task=samples_per_task)
+    return ValuationHandle(valuation, plan, resolved, settings).start()

@@ -1,0 +1,86 @@
+"""Functions that run on the workers.
+
+Tasks carry the name of the broadcast utility, never the utility itself: the
+bytes shipped per task do not grow with the dataset or the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from distributed import WorkerPlugin, get_worker
+
+from daskval.accumulate import Partial
+from daskval.plan import Plan, evaluate_anchors, evaluate_range
+from daskval.utility import EvalStats, Utility
+
+__all__ = ["UtilityPlugin", "anchors_task", "leaf_task", "merge_task"]
+
+
+class UtilityPlugin(WorkerPlugin):
+    """Holds one utility (data, model, scorer) on every worker.
+
+    The scheduler keeps registered worker plugins and sets them up on every
+    worker that joins or restarts, so the utility reaches late workers too,
+    and, unlike scattered data, is never trimmed by the Active Memory Manager
+    nor lost with a worker.
+    """
+
+    idempotent = True
+
+    def __init__(self, utility: Utility, name: str) -> None:
+        self.utility = utility
+        self.name = name
+
+    def setup(self, worker: Any) -> None:
+        self.worker_address = worker.address
+
+
+def worker_utility(plugin_name: str) -> Utility:
+    """The utility broadcast under ``plugin_name`` to this worker."""
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if plugin is None:
+        raise RuntimeError(f"worker {worker.address} has no daskval utility "
+                           f"{plugin_name!r}; was it unregistered during the run?")
+    utility: Utility = plugin.utility
+    return utility
+
+
+def anchors_task(plugin_name: str, plan: Plan) -> tuple[list[float], EvalStats, float]:
+    """Evaluate the plan's anchor coalitions once."""
+    return evaluate_anchors(plan, worker_utility(plugin_name))
+
+
+def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
+    """Samples ``start .. stop-1`` as a partial state."""
+    return evaluate_range(plan, worker_utility(plugin_name), start, stop)
+
+
+def merge_task(prefix: Partial, eval_budget: int | None, plugin_name: str, plan: Plan,
+               *leaves: Partial) -> Partial:
+    """Append adjacent ``leaves`` to ``prefix``, in sample order.
+
+    With an evaluation budget, the longest run of samples that fits is kept:
+    a leaf that would overshoot is re-run up to the last sample that fits,
+    and the state is marked exhausted.
+    """
+    state = prefix
+    for leaf in leaves:
+        if state.exhausted:
+            break
+        room = None if eval_budget is None else eval_budget - state.n_evaluations
+        if room is None or leaf.n_evaluations <= room:
+            state = state.merge(leaf)
+            continue
+        assert leaf.sample_evaluations is not None
+        fits = int(np.searchsorted(np.cumsum(leaf.sample_evaluations), room, side="right"))
+        if fits > 0:
+            cut = evaluate_range(plan, worker_utility(plugin_name), leaf.start,
+                                 leaf.start + fits)
+            state = state.merge(cut)
+        # never mutate a task's input: Dask may hold (or recompute from) it
+        state = replace(state, exhausted=True)
+    return replace(state, sample_evaluations=None)

@@ -1,0 +1,83 @@
+"""The base class of valuation methods: validation up front, then the engine."""
+
+from __future__ import annotations
+
+import numbers
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from daskval.plan import Plan
+from daskval.result import ValuationResult
+from daskval.stopping import StoppingCriterion
+from daskval.utility import Utility
+
+if TYPE_CHECKING:
+    from daskval.engine.run import ValuationHandle
+
+__all__ = ["Valuation"]
+
+
+def _check_seed(seed: Any) -> int:
+    if seed is None:
+        # recorded in the result's metadata, so the run can be repeated
+        return int(np.random.SeedSequence().entropy % (2**63))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
+
+
+class Valuation(ABC):
+    """A valuation method: what to compute, checked before any cluster work.
+
+    Subclasses implement :meth:`make_plan`; :meth:`submit` and :meth:`fit`
+    hand the plan to the engine.
+    """
+
+    method_name = "valuation"
+
+    def __init__(self, utility: Utility, *, stop: StoppingCriterion | None = None,
+                 seed: int | None = None) -> None:
+        if not isinstance(utility, Utility):
+            raise TypeError("utility must be a daskval Utility (ModelUtility, "
+                            f"FunctionUtility, ...), got {type(utility).__name__}")
+        if stop is not None and not isinstance(stop, StoppingCriterion):
+            raise TypeError("stop must be a stopping criterion such as MaxSamples(100),"
+                            f" got {type(stop).__name__}")
+        self.utility = utility
+        self.stop = stop
+        self.seed = _check_seed(seed)
+        self.result_: ValuationResult | None = None
+
+    @abstractmethod
+    def make_plan(self) -> Plan:
+        """The plan of one run (a fresh object each time)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.method_name, "seed": self.seed,
+                "stop": None if self.stop is None else self.stop.describe()}
+
+    def submit(self, client: Any = None, *, samples_per_task: int | None = None
+               ) -> ValuationHandle:
+        """Start the valuation without blocking; returns a handle.
+
+        Parameters
+        ----------
+        client : distributed.Client, optional
+            The cluster to run on. Defaults to the active Dask client, or
+            else an embedded LocalCluster started once per process.
+        samples_per_task : int, optional
+            Fix the number of samples per task instead of sizing tasks from
+            the measured evaluation time (values do not depend on it).
+        """
+        from daskval.engine.run import start_run
+
+        return start_run(self, client=client, samples_per_task=samples_per_task)
+
+    def fit(self, client: Any = None, *, samples_per_task: int | None = None
+            ) -> Valuation:
+        """Run the valuation to its end, set ``result_`` and return ``self``."""
+        handle = self.submit(client, samples_per_task=samples_per_task)
+        self.result_ = handle.result()
+        return self

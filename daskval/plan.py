@@ -1,0 +1,100 @@
+"""The contract between a valuation method and the engine.
+
+A method describes *what* to compute as a :class:`Plan`: a small picklable
+object that turns a range of global sample indices into per-player
+statistics, and the merged statistics into values. The engine (the only
+place that knows about Dask) decides *where and when* ranges run. A new
+estimator is a new Plan; it needs no Dask code.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from daskval.accumulate import Moments, Partial
+from daskval.utility import EvalStats, Utility
+
+__all__ = ["Plan", "evaluate_anchors", "evaluate_range", "initial_partial"]
+
+
+class Plan(ABC):
+    """What one valuation run computes.
+
+    Attributes
+    ----------
+    n : int
+        Number of players.
+    seed : int
+        Root seed: sample ``j`` depends on ``(seed, j)`` only.
+    statistics : tuple of str
+        Names of the per-player :class:`Moments` a range produces.
+    """
+
+    n: int
+    seed: int
+    statistics: tuple[str, ...] = ("marginals",)
+
+    def anchors(self) -> list[np.ndarray]:
+        """Coalitions evaluated once, before any sample (e.g. u(empty), u(N))."""
+        return []
+
+    def bind_anchors(self, values: list[float]) -> None:
+        """Receive the utilities of :meth:`anchors`, in the same order."""
+
+    @abstractmethod
+    def sample_limit(self) -> int | None:
+        """How many samples exist (None: endless)."""
+
+    @abstractmethod
+    def max_evaluations_per_sample(self) -> int:
+        """An upper bound on the utility calls of one sample."""
+
+    def fixed_evaluations_per_sample(self) -> int | None:
+        """The utility calls of every sample when constant, else None."""
+        return None
+
+    @abstractmethod
+    def run(self, utility: Utility, start: int, stop: int, stats: EvalStats
+            ) -> tuple[dict[str, Moments], np.ndarray]:
+        """Samples ``start .. stop-1``: their statistics and utility calls per sample."""
+
+    @abstractmethod
+    def estimate(self, moments: dict[str, Moments]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values, standard errors and counts from merged statistics."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (result metadata, checkpoint identity)."""
+
+
+def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partial:
+    """The empty state before sample 0, carrying the anchors' evaluation counts."""
+    stats = EvalStats()
+    if anchor_stats is not None:
+        stats += anchor_stats
+    return Partial(0, 0, {name: Moments.zeros(plan.n) for name in plan.statistics}, stats)
+
+
+def evaluate_anchors(plan: Plan, utility: Utility) -> tuple[list[float], EvalStats, float]:
+    """u of each anchor coalition, the counters, and the seconds per evaluation."""
+    stats = EvalStats()
+    begin = time.perf_counter()
+    with utility.context():
+        values = [utility.evaluate(c, stats) for c in plan.anchors()]
+    per_eval = (time.perf_counter() - begin) / max(1, len(values))
+    return values, stats, per_eval
+
+
+def evaluate_range(plan: Plan, utility: Utility, start: int, stop: int) -> Partial:
+    """Run samples ``start .. stop-1`` here and now (on a worker, or in tests)."""
+    stats = EvalStats()
+    begin = time.perf_counter()
+    with utility.context():
+        moments, per_sample = plan.run(utility, start, stop, stats)
+    return Partial(start, stop, moments, stats, np.asarray(per_sample, dtype=np.int32),
+                   time.perf_counter() - begin)

@@ -1,0 +1,313 @@
+"""Stopping criteria, combinable with ``|`` (either), ``&`` (both) and ``~`` (not).
+
+A criterion looks at a :class:`Snapshot` of the merged state, which the client
+fetches every second or two, and says whether to stop and how complete the run
+is (for progress bars). Count budgets (:class:`MaxSamples`,
+:class:`MaxEvaluations`) are also handed to the engine, which then holds
+exactly the first samples that fit them, whatever finished first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from daskval._validation import check_fraction, check_positive_int, check_positive_number
+
+__all__ = [
+    "MaxEvaluations",
+    "MaxSamples",
+    "MaxStderr",
+    "MaxTime",
+    "RankStable",
+    "Snapshot",
+    "StoppingCriterion",
+]
+
+
+@dataclass
+class Snapshot:
+    """What a stopping criterion sees of a running valuation."""
+
+    values: np.ndarray
+    stderr: np.ndarray
+    counts: np.ndarray
+    n_samples: int
+    n_evaluations: int
+    elapsed: float
+
+
+class StoppingCriterion(ABC):
+    """Base class of stopping criteria."""
+
+    @abstractmethod
+    def check(self, snap: Snapshot) -> bool:
+        """True when the run should stop."""
+
+    @abstractmethod
+    def completion(self, snap: Snapshot) -> float:
+        """How far the run is towards stopping, in [0, 1]."""
+
+    def reset(self) -> None:
+        """Forget the state of an earlier run (called when a run starts)."""
+
+    def sample_budget(self) -> int | None:
+        """A hard cap on samples implied by this criterion, or None."""
+        return None
+
+    def evaluation_budget(self) -> int | None:
+        """A hard cap on utility evaluations implied by this criterion, or None."""
+        return None
+
+    @abstractmethod
+    def describe(self) -> str:
+        """A readable description, also stored in result metadata."""
+
+    def __or__(self, other: StoppingCriterion) -> StoppingCriterion:
+        return _Or(self, _as_criterion(other, "|"))
+
+    def __and__(self, other: StoppingCriterion) -> StoppingCriterion:
+        return _And(self, _as_criterion(other, "&"))
+
+    def __invert__(self) -> StoppingCriterion:
+        return _Not(self)
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+def _as_criterion(value: Any, op: str) -> StoppingCriterion:
+    if not isinstance(value, StoppingCriterion):
+        raise TypeError(f"cannot combine a stopping criterion with {type(value).__name__}"
+                        f" using {op}")
+    return value
+
+
+def _min_budget(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _max_budget(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
+
+
+class _Or(StoppingCriterion):
+    def __init__(self, a: StoppingCriterion, b: StoppingCriterion) -> None:
+        self.a, self.b = a, b
+
+    def check(self, snap: Snapshot) -> bool:
+        # evaluate both: stateful criteria must see every snapshot
+        first, second = self.a.check(snap), self.b.check(snap)
+        return first or second
+
+    def completion(self, snap: Snapshot) -> float:
+        return max(self.a.completion(snap), self.b.completion(snap))
+
+    def reset(self) -> None:
+        self.a.reset()
+        self.b.reset()
+
+    def sample_budget(self) -> int | None:
+        return _min_budget(self.a.sample_budget(), self.b.sample_budget())
+
+    def evaluation_budget(self) -> int | None:
+        return _min_budget(self.a.evaluation_budget(), self.b.evaluation_budget())
+
+    def describe(self) -> str:
+        return f"({self.a.describe()} | {self.b.describe()})"
+
+
+class _And(_Or):
+    def check(self, snap: Snapshot) -> bool:
+        first, second = self.a.check(snap), self.b.check(snap)
+        return first and second
+
+    def completion(self, snap: Snapshot) -> float:
+        return min(self.a.completion(snap), self.b.completion(snap))
+
+    def sample_budget(self) -> int | None:
+        return _max_budget(self.a.sample_budget(), self.b.sample_budget())
+
+    def evaluation_budget(self) -> int | None:
+        return _max_budget(self.a.evaluation_budget(), self.b.evaluation_budget())
+
+    def describe(self) -> str:
+        return f"({self.a.describe()} & {self.b.describe()})"
+
+
+class _Not(StoppingCriterion):
+    def __init__(self, inner: StoppingCriterion) -> None:
+        self.inner = inner
+
+    def check(self, snap: Snapshot) -> bool:
+        return not self.inner.check(snap)
+
+    def completion(self, snap: Snapshot) -> float:
+        return 1.0 - self.inner.completion(snap)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def describe(self) -> str:
+        return f"~{self.inner.describe()}"
+
+
+class MaxSamples(StoppingCriterion):
+    """Stop after exactly the first ``k`` samples (a permutation is one sample).
+
+    Parameters
+    ----------
+    k : int
+        The number of samples, >= 1.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = check_positive_int(k, "k")
+
+    def check(self, snap: Snapshot) -> bool:
+        return snap.n_samples >= self.k
+
+    def completion(self, snap: Snapshot) -> float:
+        return min(1.0, snap.n_samples / self.k)
+
+    def sample_budget(self) -> int | None:
+        return self.k
+
+    def describe(self) -> str:
+        return f"MaxSamples({self.k})"
+
+
+class MaxEvaluations(StoppingCriterion):
+    """Stop after the longest prefix of samples that costs at most ``n`` utility calls.
+
+    Parameters
+    ----------
+    n : int
+        The budget of utility evaluations, >= 1. It includes the run's
+        one-off evaluations (u(empty) and u(N) for permutation sampling).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = check_positive_int(n, "n")
+
+    def check(self, snap: Snapshot) -> bool:
+        return snap.n_evaluations >= self.n
+
+    def completion(self, snap: Snapshot) -> float:
+        return min(1.0, snap.n_evaluations / self.n)
+
+    def evaluation_budget(self) -> int | None:
+        return self.n
+
+    def describe(self) -> str:
+        return f"MaxEvaluations({self.n})"
+
+
+class MaxTime(StoppingCriterion):
+    """Stop once ``seconds`` have passed since the run started.
+
+    The result then holds the samples merged by that time; it is not
+    reproducible from the seed alone.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = check_positive_number(seconds, "seconds")
+
+    def check(self, snap: Snapshot) -> bool:
+        return snap.elapsed >= self.seconds
+
+    def completion(self, snap: Snapshot) -> float:
+        return min(1.0, snap.elapsed / self.seconds)
+
+    def describe(self) -> str:
+        return f"MaxTime({self.seconds:g})"
+
+
+class MaxStderr(StoppingCriterion):
+    """Stop when every player's standard error is at most ``threshold``.
+
+    Parameters
+    ----------
+    threshold : float
+        The largest acceptable standard error, > 0.
+    burn_in : int
+        Contributions every player needs before its stderr is trusted.
+    """
+
+    def __init__(self, threshold: float, burn_in: int = 10) -> None:
+        self.threshold = check_positive_number(threshold, "threshold")
+        self.burn_in = check_positive_int(burn_in, "burn_in")
+
+    def _met(self, snap: Snapshot) -> np.ndarray:
+        return (snap.counts >= self.burn_in) & (snap.stderr <= self.threshold)
+
+    def check(self, snap: Snapshot) -> bool:
+        return bool(self._met(snap).all())
+
+    def completion(self, snap: Snapshot) -> float:
+        return float(self._met(snap).mean()) if len(snap.counts) else 1.0
+
+    def describe(self) -> str:
+        return f"MaxStderr({self.threshold:g}, burn_in={self.burn_in})"
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values)
+
+
+class RankStable(StoppingCriterion):
+    """Stop when the ranking of the players stops changing.
+
+    The Spearman correlation between the values at successive checks (taken
+    every ``min_samples`` new samples at least) must reach ``threshold`` for
+    ``patience`` checks in a row.
+
+    Parameters
+    ----------
+    threshold : float
+        Spearman correlation to reach, in [0, 1].
+    patience : int
+        Consecutive checks that must reach it.
+    min_samples : int
+        New samples between two compared snapshots.
+    """
+
+    def __init__(self, threshold: float = 0.999, patience: int = 3,
+                 min_samples: int = 10) -> None:
+        self.threshold = check_fraction(threshold, "threshold", inclusive_high=True)
+        self.patience = check_positive_int(patience, "patience")
+        self.min_samples = check_positive_int(min_samples, "min_samples")
+        self.reset()
+
+    def reset(self) -> None:
+        self._last_ranks: np.ndarray | None = None
+        self._last_samples = 0
+        self._streak = 0
+
+    def check(self, snap: Snapshot) -> bool:
+        if self._last_ranks is not None and \
+                snap.n_samples - self._last_samples < self.min_samples:
+            return self._streak >= self.patience
+        ranks = _ranks(snap.values)
+        if self._last_ranks is not None:
+            if np.ptp(ranks) == 0 or np.ptp(self._last_ranks) == 0:
+                corr = 1.0 if np.array_equal(ranks, self._last_ranks) else 0.0
+            else:
+                corr = float(np.corrcoef(ranks, self._last_ranks)[0, 1])
+            self._streak = self._streak + 1 if corr >= self.threshold else 0
+        self._last_ranks, self._last_samples = ranks, snap.n_samples
+        return self._streak >= self.patience
+
+    def completion(self, snap: Snapshot) -> float:
+        return min(1.0, self._streak / self.patience)
+
+    def describe(self) -> str:
+        return (f"RankStable({self.threshold:g}, patience={self.patience}, "
+                f"min_samples={self.min_samples})")

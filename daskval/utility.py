@@ -1,0 +1,437 @@
+"""Utilities: the cooperative game u(S) that a valuation estimates values of.
+
+A utility maps a coalition of players (an array of player indices) to a float.
+:class:`ModelUtility` trains a fresh clone of a scikit-learn model on the
+coalition's training rows and scores it on the dataset's scoring split;
+:class:`FunctionUtility` wraps any picklable function.
+
+Utilities never raise on a failing evaluation: the failure is counted in an
+:class:`EvalStats`, the first traceback kept, and the documented default
+returned, so a model that breaks on a few subsets cannot crash a long run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import traceback
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daskval._validation import check_positive_int
+from daskval.data import Dataset
+
+__all__ = ["EvalStats", "FunctionUtility", "ModelUtility", "Utility", "subset_seed"]
+
+_MAX_TRACEBACK = 4000
+_MAX_WARNING_KINDS = 50
+
+
+@dataclass
+class EvalStats:
+    """Counters of one stretch of utility evaluations; merge with ``+=``.
+
+    Attributes
+    ----------
+    n_evaluations : int
+        Utility calls made.
+    n_failed : int
+        Calls whose fit or score raised, or returned NaN (scored the default).
+    first_failure : str or None
+        The traceback of the first failure, for the error report.
+    warnings : dict
+        ``"Category: message"`` -> number of times a fit or score warned.
+    """
+
+    n_evaluations: int = 0
+    n_failed: int = 0
+    first_failure: str | None = None
+    warnings: dict[str, int] = field(default_factory=dict)
+
+    def __iadd__(self, other: EvalStats) -> EvalStats:
+        self.n_evaluations += other.n_evaluations
+        self.n_failed += other.n_failed
+        if self.first_failure is None:
+            self.first_failure = other.first_failure
+        for key, count in other.warnings.items():
+            if key in self.warnings or len(self.warnings) < _MAX_WARNING_KINDS:
+                self.warnings[key] = self.warnings.get(key, 0) + count
+        return self
+
+    def record_failure(self, message: str) -> None:
+        self.n_failed += 1
+        if self.first_failure is None:
+            self.first_failure = message[-_MAX_TRACEBACK:]
+
+    def record_warnings(self, caught: list[warnings.WarningMessage]) -> None:
+        for w in caught:
+            text = str(w.message).strip().splitlines()
+            key = f"{w.category.__name__}: {text[0][:200] if text else ''}"
+            if key in self.warnings or len(self.warnings) < _MAX_WARNING_KINDS:
+                self.warnings[key] = self.warnings.get(key, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_evaluations": self.n_evaluations,
+            "n_failed": self.n_failed,
+            "first_failure": self.first_failure,
+            "warnings": dict(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalStats:
+        return cls(int(d["n_evaluations"]), int(d["n_failed"]), d.get("first_failure"),
+                   dict(d.get("warnings", {})))
+
+
+def subset_seed(seed: int, players: np.ndarray) -> int:
+    """A 31-bit seed that is a function of ``seed`` and the set ``players`` only."""
+    canonical = np.sort(np.asarray(players, dtype=np.int64))
+    digest = hashlib.blake2b(canonical.tobytes(), digest_size=8,
+                             key=int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little") & 0x7FFFFFFF
+
+
+class Utility(ABC):
+    """A cooperative game over players ``0 .. n-1``.
+
+    Subclasses implement :meth:`evaluate` and :meth:`fingerprint`. The engine
+    calls :meth:`evaluate` inside :meth:`context` for a whole batch.
+    """
+
+    n: int
+    default: float
+
+    @abstractmethod
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players), counting the call (and any failure) in ``stats``."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A hash that is stable across processes and runs and identifies u."""
+
+    def describe(self) -> dict[str, Any]:
+        """A small JSON-able description for result metadata."""
+        return {"class": type(self).__name__, "n": self.n}
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        """A context to hold while evaluating a batch (settings for the hot loop)."""
+        return contextlib.nullcontext()
+
+    def __call__(self, players: Any) -> float:
+        """u(players) for interactive use; the players are player indices."""
+        stats = EvalStats()
+        with self.context():
+            return self.evaluate(np.asarray(players, dtype=np.intp), stats)
+
+
+# --------------------------------------------------------------------------
+# Fingerprints
+
+
+def _token(value: Any, depth: int = 0) -> str:
+    """A deterministic text for a parameter value (estimators recursively)."""
+    if depth > 20:
+        return "..."
+    if hasattr(value, "get_params") and hasattr(value, "fit"):
+        params = value.get_params(deep=False)
+        inner = ",".join(f"{k}={_token(params[k], depth + 1)}" for k in sorted(params))
+        return f"{type(value).__module__}.{type(value).__qualname__}({inner})"
+    if isinstance(value, np.ndarray):
+        return f"ndarray:{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_token(v, depth + 1) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_token(value[k], depth + 1)}"
+                              for k in sorted(value, key=repr)) + "}"
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+def _sha(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Model utilities
+
+_FAST_SCORERS = {"accuracy"}
+
+
+def _resolve_scoring(scoring: Any) -> Any:
+    """A scikit-learn scorer for a name or a callable ``(estimator, X, y)``."""
+    from sklearn.metrics import get_scorer, get_scorer_names
+
+    if isinstance(scoring, str):
+        if scoring not in get_scorer_names():
+            raise ValueError(
+                f"scoring={scoring!r} is not a scikit-learn scorer name; see "
+                "sklearn.metrics.get_scorer_names() or pass a callable "
+                "scorer(estimator, X, y) -> float"
+            )
+        return get_scorer(scoring)
+    if callable(scoring):
+        return scoring
+    raise TypeError(
+        f"scoring must be a scorer name or a callable, got {type(scoring).__name__}"
+    )
+
+
+def _random_state_keys(model: Any) -> list[str]:
+    """Parameter names (nested ones too) that seed the model's randomness."""
+    params = model.get_params(deep=True)
+    return sorted(k for k in params if k == "random_state" or k.endswith("__random_state"))
+
+
+class _AlignedClassifier:
+    """A fitted classifier seen through the full set of classes.
+
+    A coalition may lack some classes; probability scorers then need columns
+    for every class (zeros for the absent ones) to give the right score.
+    """
+
+    _estimator_type = "classifier"
+
+    def __init__(self, fitted: Any, classes: np.ndarray) -> None:
+        self._fitted = fitted
+        self.classes_ = classes
+        self._columns = np.searchsorted(classes, fitted.classes_)
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags())
+
+    def fit(self, *args: Any, **kwargs: Any) -> _AlignedClassifier:
+        return self  # already fitted; present so sklearn recognises an estimator
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {}
+
+    def predict(self, x: Any) -> np.ndarray:
+        return self._fitted.predict(x)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        partial = self._fitted.predict_proba(x)
+        full = np.zeros((partial.shape[0], len(self.classes_)), dtype=partial.dtype)
+        full[:, self._columns] = partial
+        return full
+
+    def predict_log_proba(self, x: Any) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(x))
+
+
+class ModelUtility(Utility):
+    """u(S): the score of a model trained on the training rows of S.
+
+    Each evaluation clones ``model`` (a Pipeline is cloned and fitted whole),
+    fits it on the coalition's training rows, and scores it on the dataset's
+    scoring split (``x_test, y_test``).
+
+    Parameters
+    ----------
+    model : scikit-learn estimator
+        Any estimator with ``fit``; it is cloned, never modified.
+    data : Dataset
+        Training rows (the players) and the scoring split.
+    scoring : str or callable
+        A scikit-learn scorer name (``"accuracy"``, ``"r2"``, ``"roc_auc"``,
+        ``"neg_log_loss"``, ...) or a callable ``scorer(estimator, X, y)``.
+    default : float
+        The score of the empty coalition and of any fit or score that raises
+        or returns NaN. Failures are counted, never fatal.
+    seed : int
+        When the model (or a step of it) has a ``random_state`` parameter, it
+        is set to a seed derived from ``(seed, S)`` for every fit, so u(S) is
+        a function of S. A model with hidden randomness is the user's
+        responsibility.
+
+    Notes
+    -----
+    The evaluation path skips scikit-learn's repeated input and parameter
+    validation (the data were validated once, up front) and computes accuracy
+    directly; the value is bit-identical to ``get_scorer(scoring)(
+    clone(model).fit(X[S], y[S]), x_test, y_test)``. Probability scorers see
+    probability columns for every class of ``y_train``, also when S lacks one.
+    """
+
+    def __init__(self, model: Any, data: Dataset, scoring: Any = "accuracy",
+                 default: float = 0.0, *, seed: int = 0) -> None:
+        from sklearn.base import clone, is_classifier
+
+        if not isinstance(data, Dataset):
+            raise TypeError(f"data must be a daskval.Dataset, got {type(data).__name__}")
+        if not (hasattr(model, "fit") and hasattr(model, "get_params")):
+            raise TypeError(
+                f"model must be a scikit-learn estimator with fit() and get_params(),"
+                f" got {type(model).__name__}"
+            )
+        try:
+            clone(model)
+        except Exception as exc:
+            raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or \
+                not np.isfinite(default):
+            raise ValueError(f"default must be a finite number, got {default!r}")
+        self.model = model
+        self.data = data
+        self.scoring = scoring
+        self.default = float(default)
+        self.seed = int(seed)
+        self.n = data.n
+        self._scorer = _resolve_scoring(scoring)
+        self._fast_accuracy = scoring in _FAST_SCORERS
+        self._seed_keys = _random_state_keys(model)
+        self._classes = (np.unique(data.y_train)
+                         if is_classifier(model) else None)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            scoring = self.scoring if isinstance(self.scoring, str) else _token(self.scoring)
+            self._fingerprint = _sha(
+                "daskval.ModelUtility/1", self.data.fingerprint(), _token(self.model),
+                scoring, repr(self.default), repr(self.seed),
+            )
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "class": "ModelUtility",
+            "n": self.n,
+            "model": _token(self.model)[:500],
+            "scoring": self.scoring if isinstance(self.scoring, str) else _token(self.scoring),
+            "default": self.default,
+        }
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        # The data were validated when the Dataset was built; scikit-learn's
+        # configuration is thread-local, so this holds only for the task's thread.
+        import sklearn
+
+        return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        stats.n_evaluations += 1
+        if len(players) == 0:
+            return self.default
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                score = self._fit_and_score(players)
+            except Exception:
+                stats.record_failure(traceback.format_exc())
+                score = self.default
+        if caught:
+            stats.record_warnings(caught)
+        if not np.isfinite(score):
+            stats.record_failure(f"the score of a coalition of {len(players)} "
+                                 f"players was {score!r}")
+            return self.default
+        return score
+
+    def _fit_and_score(self, players: np.ndarray) -> float:
+        from sklearn.base import clone
+
+        x, y = self.data.train_subset(self.data.rows(players))
+        model = clone(self.model)
+        if self._seed_keys:
+            derived = subset_seed(self.seed, players)
+            model.set_params(**dict.fromkeys(self._seed_keys, derived))
+        model.fit(x, y)
+        if self._fast_accuracy:
+            return float(np.mean(model.predict(self.data.x_test) == self.data.y_test))
+        scored = model
+        if self._classes is not None and hasattr(model, "classes_") and \
+                len(model.classes_) != len(self._classes):
+            scored = _AlignedClassifier(model, self._classes)
+        return float(self._scorer(scored, self.data.x_test, self.data.y_test))
+
+
+# --------------------------------------------------------------------------
+# Function utilities
+
+
+class FunctionUtility(Utility):
+    """u(S) = fn(S) for a picklable function of an integer index array.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(players: np.ndarray[int]) -> float`` over players ``0 .. n-1``;
+        it must be picklable (by cloudpickle) to reach the workers.
+    n : int
+        The number of players.
+    default : float
+        Returned (and counted as a failure) when ``fn`` raises or returns NaN.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], float], n: int, *,
+                 default: float = 0.0) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.n = check_positive_int(n, "n")
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            raise ValueError(f"default must be a finite number, got {default!r}")
+        self.default = float(default)
+        self.fn = fn
+        self._pickled_fn = self._pickle(fn)
+        self._fingerprint: str | None = None
+
+    @staticmethod
+    def _pickle(fn: Callable[..., Any]) -> bytes:
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps(fn)
+        except Exception as exc:
+            raise TypeError(
+                f"fn must be picklable to reach the workers: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = _sha("daskval.FunctionUtility/1", str(self.n),
+                                     repr(self.default),
+                                     hashlib.sha256(self._pickled_fn).hexdigest())
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        return {"class": "FunctionUtility", "n": self.n, "fn": str(name)}
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        stats.n_evaluations += 1
+        try:
+            score = float(self.fn(players))
+        except Exception:
+            stats.record_failure(traceback.format_exc())
+            return self.default
+        if not np.isfinite(score):
+            stats.record_failure(f"fn returned {score!r} for {len(players)} players")
+            return self.default
+        return score
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("fn")  # travels as cloudpickle bytes, so closures and lambdas work
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import cloudpickle
+
+        self.__dict__.update(state)
+        self.fn = cloudpickle.loads(self._pickled_fn)
+
