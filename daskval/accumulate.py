@@ -42,7 +42,9 @@ class Moments:
         return cls(np.zeros(n, np.int64), np.zeros(n), np.zeros(n))
 
     @classmethod
-    def from_samples(cls, values: np.ndarray, mask: np.ndarray | None = None) -> Moments:
+    def from_samples(
+        cls, values: np.ndarray, mask: np.ndarray | None = None
+    ) -> Moments:
         """Moments of a (samples, players) matrix; ``mask`` marks present entries."""
         if mask is None:
             count = np.full(values.shape[1], values.shape[0], dtype=np.int64)
@@ -66,14 +68,19 @@ class Moments:
     def variance(self) -> np.ndarray:
         """The sample variance (ddof=1) of each player's contributions; inf below 2."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.inf)
+            return np.where(
+                self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.inf
+            )
 
     @property
     def stderr(self) -> np.ndarray:
         """The standard error of each player's mean; inf below two contributions."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 1,
-                            np.sqrt(self.variance / np.maximum(self.count, 1)), np.inf)
+            return np.where(
+                self.count > 1,
+                np.sqrt(self.variance / np.maximum(self.count, 1)),
+                np.inf,
+            )
 
     def merge(self, other: Moments) -> Moments:
         """The moments of both sets of contributions together (a new object)."""
@@ -81,10 +88,15 @@ class Moments:
         total = self.total + other.total
         safe = np.maximum(count, 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            delta = (other.total / np.maximum(other.count, 1)
-                     - self.total / np.maximum(self.count, 1))
+            delta = other.total / np.maximum(other.count, 1) - self.total / np.maximum(
+                self.count, 1
+            )
         cross = delta**2 * (self.count * other.count) / safe
-        m2 = self.m2 + other.m2 + np.where((self.count > 0) & (other.count > 0), cross, 0.0)
+        m2 = (
+            self.m2
+            + other.m2
+            + np.where((self.count > 0) & (other.count > 0), cross, 0.0)
+        )
         return Moments(count, total, m2)
 
     @property
@@ -133,16 +145,25 @@ class Partial:
     def merge(self, other: Partial) -> Partial:
         """This range followed by the adjacent range ``other``."""
         if other.start != self.stop:
-            raise ValueError(f"cannot merge samples [{self.start}, {self.stop}) with "
-                             f"[{other.start}, {other.stop}): they are not adjacent")
+            raise ValueError(
+                f"cannot merge samples [{self.start}, {self.stop}) with "
+                f"[{other.start}, {other.stop}): they are not adjacent"
+            )
         if self.exhausted:
             raise ValueError("cannot add samples past an exhausted evaluation budget")
         stats = EvalStats()
         stats += self.eval_stats
         stats += other.eval_stats
         moments = {k: m.merge(other.moments[k]) for k, m in self.moments.items()}
-        return Partial(self.start, other.stop, moments, stats, None,
-                       self.compute_seconds + other.compute_seconds, other.exhausted)
+        return Partial(
+            self.start,
+            other.stop,
+            moments,
+            stats,
+            None,
+            self.compute_seconds + other.compute_seconds,
+            other.exhausted,
+        )
 
     @property
     def nbytes(self) -> int:

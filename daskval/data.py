@@ -146,11 +146,13 @@ class Dataset:
     ) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
         if groups is None:
             return None, None
-        labels = np.asarray(groups.to_numpy() if hasattr(groups, "to_numpy") else groups)
+        labels = np.asarray(
+            groups.to_numpy() if hasattr(groups, "to_numpy") else groups
+        )
         if labels.ndim != 1 or len(labels) != _n_rows(self.x_train):
             raise ValueError(
-                f"groups must give one label per training row ({_n_rows(self.x_train)}),"
-                f" got shape {labels.shape}"
+                "groups must give one label per training row "
+                f"({_n_rows(self.x_train)}), got shape {labels.shape}"
             )
         if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
             raise ValueError("groups contains NaN or infinite labels")
@@ -165,8 +167,9 @@ class Dataset:
             return np.array([str(i) for i in range(self.n)], dtype=object)
         names_arr = np.asarray(list(names), dtype=object)
         if names_arr.ndim != 1 or len(names_arr) != self.n:
-            raise ValueError(f"names must give one name per player ({self.n}), "
-                             f"got {len(names_arr)}")
+            raise ValueError(
+                f"names must give one name per player ({self.n}), got {len(names_arr)}"
+            )
         names_arr = np.array([str(x) for x in names_arr], dtype=object)
         if len(set(names_arr)) != len(names_arr):
             raise ValueError("names must be unique")
@@ -198,7 +201,9 @@ class Dataset:
         from sklearn.model_selection import train_test_split
 
         if not hasattr(bunch, "data") or not hasattr(bunch, "target"):
-            raise TypeError("bunch must have 'data' and 'target', like sklearn's load_*")
+            raise TypeError(
+                "bunch must have 'data' and 'target', like sklearn's load_*"
+            )
         x, y = bunch.data, bunch.target
         y_arr = np.asarray(y)
         strat = y_arr if stratify and y_arr.dtype.kind in "iub" else None
@@ -252,6 +257,8 @@ class Dataset:
 
     def __repr__(self) -> str:
         kind = f"{self.n} groups of " if self.groups is not None else ""
-        return (f"Dataset({kind}{self.n_train} training rows, "
-                f"{_n_rows(self.x_test)} scoring rows, "
-                f"{self.x_train.shape[1]} features)")
+        return (
+            f"Dataset({kind}{self.n_train} training rows, "
+            f"{_n_rows(self.x_test)} scoring rows, "
+            f"{self.x_train.shape[1]} features)"
+        )

@@ -58,13 +58,15 @@ class Plan(ABC):
         return None
 
     @abstractmethod
-    def run(self, utility: Utility, start: int, stop: int, stats: EvalStats
-            ) -> tuple[dict[str, Moments], np.ndarray]:
-        """Samples ``start .. stop-1``: their statistics and utility calls per sample."""
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Moments], np.ndarray]:
+        """Samples ``start .. stop-1``: statistics and utility calls per sample."""
 
     @abstractmethod
-    def estimate(self, moments: dict[str, Moments]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(
+        self, moments: dict[str, Moments]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values, standard errors and counts from merged statistics."""
 
     @abstractmethod
@@ -77,10 +79,14 @@ def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partia
     stats = EvalStats()
     if anchor_stats is not None:
         stats += anchor_stats
-    return Partial(0, 0, {name: Moments.zeros(plan.n) for name in plan.statistics}, stats)
+    return Partial(
+        0, 0, {name: Moments.zeros(plan.n) for name in plan.statistics}, stats
+    )
 
 
-def evaluate_anchors(plan: Plan, utility: Utility) -> tuple[list[float], EvalStats, float]:
+def evaluate_anchors(
+    plan: Plan, utility: Utility
+) -> tuple[list[float], EvalStats, float]:
     """u of each anchor coalition, the counters, and the seconds per evaluation."""
     stats = EvalStats()
     begin = time.perf_counter()
@@ -96,5 +102,11 @@ def evaluate_range(plan: Plan, utility: Utility, start: int, stop: int) -> Parti
     begin = time.perf_counter()
     with utility.context():
         moments, per_sample = plan.run(utility, start, stop, stats)
-    return Partial(start, stop, moments, stats, np.asarray(per_sample, dtype=np.int32),
-                   time.perf_counter() - begin)
+    return Partial(
+        start,
+        stop,
+        moments,
+        stats,
+        np.asarray(per_sample, dtype=np.int32),
+        time.perf_counter() - begin,
+    )

@@ -43,22 +43,37 @@ class ValuationResult:
         package versions, number of workers, warnings summary, ...
     """
 
-    def __init__(self, values: np.ndarray, stderr: np.ndarray, counts: np.ndarray, *,
-                 names: np.ndarray | None = None, indices: np.ndarray | None = None,
-                 n_samples: int = 0, n_evaluations: int = 0, n_failed: int = 0,
-                 status: str = "completed", metadata: dict[str, Any] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        values: np.ndarray,
+        stderr: np.ndarray,
+        counts: np.ndarray,
+        *,
+        names: np.ndarray | None = None,
+        indices: np.ndarray | None = None,
+        n_samples: int = 0,
+        n_evaluations: int = 0,
+        n_failed: int = 0,
+        status: str = "completed",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         self.values = np.asarray(values, dtype=float)
         n = len(self.values)
         self.stderr = np.asarray(stderr, dtype=float)
         self.counts = np.asarray(counts, dtype=np.int64)
-        self.indices = np.arange(n) if indices is None else np.asarray(indices, np.int64)
-        self.names = (np.array([str(i) for i in self.indices], dtype=object)
-                      if names is None else np.asarray(names, dtype=object))
+        self.indices = (
+            np.arange(n) if indices is None else np.asarray(indices, np.int64)
+        )
+        self.names = (
+            np.array([str(i) for i in self.indices], dtype=object)
+            if names is None
+            else np.asarray(names, dtype=object)
+        )
         for attr in ("stderr", "counts", "indices", "names"):
             if len(getattr(self, attr)) != n:
-                raise ValueError(f"{attr} has {len(getattr(self, attr))} entries, "
-                                 f"values has {n}")
+                raise ValueError(
+                    f"{attr} has {len(getattr(self, attr))} entries, values has {n}"
+                )
         self.n_samples = int(n_samples)
         self.n_evaluations = int(n_evaluations)
         self.n_failed = int(n_failed)
@@ -70,8 +85,10 @@ class ValuationResult:
 
     def __repr__(self) -> str:
         method = self.metadata.get("method", "?")
-        return (f"ValuationResult({method}, {len(self)} players, status={self.status!r}, "
-                f"n_samples={self.n_samples}, n_evaluations={self.n_evaluations})")
+        return (
+            f"ValuationResult({method}, {len(self)} players, status={self.status!r}, "
+            f"n_samples={self.n_samples}, n_evaluations={self.n_evaluations})"
+        )
 
     # -- lookup and ordering -------------------------------------------------
     def position(self, name: str) -> int:
@@ -88,14 +105,22 @@ class ValuationResult:
     def get(self, name: str) -> dict[str, Any]:
         """Value, stderr, count and index of the player called ``name``."""
         i = self.position(name)
-        return {"name": str(self.names[i]), "index": int(self.indices[i]),
-                "value": float(self.values[i]), "stderr": float(self.stderr[i]),
-                "count": int(self.counts[i])}
+        return {
+            "name": str(self.names[i]),
+            "index": int(self.indices[i]),
+            "value": float(self.values[i]),
+            "stderr": float(self.stderr[i]),
+            "count": int(self.counts[i]),
+        }
 
     def sort(self, by: str = "value", *, descending: bool = False) -> ValuationResult:
         """A copy ordered by ``"value"``, ``"stderr"``, ``"index"`` or ``"name"``."""
-        keys = {"value": self.values, "stderr": self.stderr, "index": self.indices,
-                "name": self.names.astype(str)}
+        keys = {
+            "value": self.values,
+            "stderr": self.stderr,
+            "index": self.indices,
+            "name": self.names.astype(str),
+        }
         if by not in keys:
             raise ValueError(f"by must be one of {sorted(keys)}, got {by!r}")
         order = np.argsort(keys[by], kind="stable")
@@ -105,17 +130,29 @@ class ValuationResult:
 
     def _take(self, order: np.ndarray) -> ValuationResult:
         return ValuationResult(
-            self.values[order], self.stderr[order], self.counts[order],
-            names=self.names[order], indices=self.indices[order],
-            n_samples=self.n_samples, n_evaluations=self.n_evaluations,
-            n_failed=self.n_failed, status=self.status, metadata=self.metadata)
+            self.values[order],
+            self.stderr[order],
+            self.counts[order],
+            names=self.names[order],
+            indices=self.indices[order],
+            n_samples=self.n_samples,
+            n_evaluations=self.n_evaluations,
+            n_failed=self.n_failed,
+            status=self.status,
+            metadata=self.metadata,
+        )
 
     def to_pandas(self) -> pd.DataFrame:
         """A DataFrame indexed by player name: value, stderr, count, index."""
         return pd.DataFrame(
-            {"value": self.values, "stderr": self.stderr, "count": self.counts,
-             "index": self.indices},
-            index=pd.Index(self.names.astype(str), name="name"))
+            {
+                "value": self.values,
+                "stderr": self.stderr,
+                "count": self.counts,
+                "index": self.indices,
+            },
+            index=pd.Index(self.names.astype(str), name="name"),
+        )
 
     # -- persistence ------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -129,13 +166,18 @@ class ValuationResult:
             path = path.with_suffix(path.suffix + ".npz")
         header = {
             "format": _FORMAT,
-            "n_samples": self.n_samples, "n_evaluations": self.n_evaluations,
-            "n_failed": self.n_failed, "status": self.status,
+            "n_samples": self.n_samples,
+            "n_evaluations": self.n_evaluations,
+            "n_failed": self.n_failed,
+            "status": self.status,
             "metadata": self.metadata,
         }
         arrays = {
-            "values": self.values, "stderr": self.stderr, "counts": self.counts,
-            "indices": self.indices, "names": self.names.astype(str),
+            "values": self.values,
+            "stderr": self.stderr,
+            "counts": self.counts,
+            "indices": self.indices,
+            "names": self.names.astype(str),
             "header": np.array(json.dumps(header, default=_json_default)),
         }
         write_npz_atomically(path, arrays)
@@ -147,14 +189,22 @@ class ValuationResult:
         with np.load(Path(path), allow_pickle=False) as f:
             header = json.loads(str(f["header"]))
             if header.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a daskval result file "
-                                 f"(format {header.get('format')!r})")
-            return cls(f["values"], f["stderr"], f["counts"],
-                       names=f["names"].astype(object), indices=f["indices"],
-                       n_samples=header["n_samples"],
-                       n_evaluations=header["n_evaluations"],
-                       n_failed=header["n_failed"], status=header["status"],
-                       metadata=header["metadata"])
+                raise ValueError(
+                    f"{path} is not a daskval result file "
+                    f"(format {header.get('format')!r})"
+                )
+            return cls(
+                f["values"],
+                f["stderr"],
+                f["counts"],
+                names=f["names"].astype(object),
+                indices=f["indices"],
+                n_samples=header["n_samples"],
+                n_evaluations=header["n_evaluations"],
+                n_failed=header["n_failed"],
+                status=header["status"],
+                metadata=header["metadata"],
+            )
 
 
 def _json_default(value: Any) -> Any:
@@ -171,7 +221,7 @@ def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

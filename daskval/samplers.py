@@ -61,7 +61,11 @@ class RelativeTruncation:
         return abs(u_total - u_prefix) <= self.rtol * scale
 
     def describe(self) -> dict[str, Any]:
-        return {"class": "RelativeTruncation", "rtol": self.rtol, "burn_in": self.burn_in}
+        return {
+            "class": "RelativeTruncation",
+            "rtol": self.rtol,
+            "burn_in": self.burn_in,
+        }
 
 
 class Sampler(ABC):
@@ -99,13 +103,18 @@ class PermutationSampler(Sampler):
         marginals the mean of both, which keeps the stderr honest.
     """
 
-    def __init__(self, truncation: RelativeTruncation | None = None,
-                 antithetic: bool = False) -> None:
+    def __init__(
+        self, truncation: RelativeTruncation | None = None, antithetic: bool = False
+    ) -> None:
         if truncation is not None and not isinstance(truncation, RelativeTruncation):
-            raise TypeError("truncation must be a RelativeTruncation or None, got "
-                            f"{type(truncation).__name__}")
+            raise TypeError(
+                "truncation must be a RelativeTruncation or None, got "
+                f"{type(truncation).__name__}"
+            )
         if not isinstance(antithetic, bool):
-            raise TypeError(f"antithetic must be a bool, got {type(antithetic).__name__}")
+            raise TypeError(
+                f"antithetic must be a bool, got {type(antithetic).__name__}"
+            )
         self.truncation = truncation
         self.antithetic = antithetic
 
@@ -120,13 +129,17 @@ class PermutationSampler(Sampler):
         return (2 if self.antithetic else 1) * max(n - 1, 0)
 
     def fixed_evaluations_per_sample(self, n: int) -> int | None:
-        return None if self.truncation is not None else self.max_evaluations_per_sample(n)
+        return (
+            None if self.truncation is not None else self.max_evaluations_per_sample(n)
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
             "class": "PermutationSampler",
             "antithetic": self.antithetic,
-            "truncation": None if self.truncation is None else self.truncation.describe(),
+            "truncation": None
+            if self.truncation is None
+            else self.truncation.describe(),
         }
 
 

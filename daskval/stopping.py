@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from daskval._validation import check_fraction, check_positive_int, check_positive_number
+from daskval._validation import (
+    check_fraction,
+    check_positive_int,
+    check_positive_number,
+)
 
 __all__ = [
     "MaxEvaluations",
@@ -81,8 +85,10 @@ class StoppingCriterion(ABC):
 
 def _as_criterion(value: Any, op: str) -> StoppingCriterion:
     if not isinstance(value, StoppingCriterion):
-        raise TypeError(f"cannot combine a stopping criterion with {type(value).__name__}"
-                        f" using {op}")
+        raise TypeError(
+            f"cannot combine a stopping criterion with {type(value).__name__}"
+            f" using {op}"
+        )
     return value
 
 
@@ -279,8 +285,9 @@ class RankStable(StoppingCriterion):
         New samples between two compared snapshots.
     """
 
-    def __init__(self, threshold: float = 0.999, patience: int = 3,
-                 min_samples: int = 10) -> None:
+    def __init__(
+        self, threshold: float = 0.999, patience: int = 3, min_samples: int = 10
+    ) -> None:
         self.threshold = check_fraction(threshold, "threshold", inclusive_high=True)
         self.patience = check_positive_int(patience, "patience")
         self.min_samples = check_positive_int(min_samples, "min_samples")
@@ -292,8 +299,10 @@ class RankStable(StoppingCriterion):
         self._streak = 0
 
     def check(self, snap: Snapshot) -> bool:
-        if self._last_ranks is not None and \
-                snap.n_samples - self._last_samples < self.min_samples:
+        if (
+            self._last_ranks is not None
+            and snap.n_samples - self._last_samples < self.min_samples
+        ):
             return self._streak >= self.patience
         ranks = _ranks(snap.values)
         if self._last_ranks is not None:
@@ -309,5 +318,7 @@ class RankStable(StoppingCriterion):
         return min(1.0, self._streak / self.patience)
 
     def describe(self) -> str:
-        return (f"RankStable({self.threshold:g}, patience={self.patience}, "
-                f"min_samples={self.min_samples})")
+        return (
+            f"RankStable({self.threshold:g}, patience={self.patience}, "
+            f"min_samples={self.min_samples})"
+        )

@@ -68,7 +68,7 @@ class EvalStats:
         if self.first_failure is None:
             self.first_failure = message[-_MAX_TRACEBACK:]
 
-    def record_warnings(self, caught: list[warnings.WarningMessage]) -> None:
+    def record_warnings(self, caught: list[Any]) -> None:
         for w in caught:
             text = str(w.message).strip().splitlines()
             key = f"{w.category.__name__}: {text[0][:200] if text else ''}"
@@ -85,15 +85,22 @@ class EvalStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalStats:
-        return cls(int(d["n_evaluations"]), int(d["n_failed"]), d.get("first_failure"),
-                   dict(d.get("warnings", {})))
+        return cls(
+            int(d["n_evaluations"]),
+            int(d["n_failed"]),
+            d.get("first_failure"),
+            dict(d.get("warnings", {})),
+        )
 
 
 def subset_seed(seed: int, players: np.ndarray) -> int:
     """A 31-bit seed that is a function of ``seed`` and the set ``players`` only."""
     canonical = np.sort(np.asarray(players, dtype=np.int64))
-    digest = hashlib.blake2b(canonical.tobytes(), digest_size=8,
-                             key=int(seed).to_bytes(8, "little", signed=True))
+    digest = hashlib.blake2b(
+        canonical.tobytes(),
+        digest_size=8,
+        key=int(seed).to_bytes(8, "little", signed=True),
+    )
     return int.from_bytes(digest.digest(), "little") & 0x7FFFFFFF
 
 
@@ -143,14 +150,21 @@ def _token(value: Any, depth: int = 0) -> str:
         inner = ",".join(f"{k}={_token(params[k], depth + 1)}" for k in sorted(params))
         return f"{type(value).__module__}.{type(value).__qualname__}({inner})"
     if isinstance(value, np.ndarray):
-        return f"ndarray:{hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}"
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes())
+        return f"ndarray:{value.dtype.str}{value.shape}:{digest.hexdigest()}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_token(v, depth + 1) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k!r}:{_token(value[k], depth + 1)}"
-                              for k in sorted(value, key=repr)) + "}"
+        return (
+            "{"
+            + ",".join(
+                f"{k!r}:{_token(value[k], depth + 1)}" for k in sorted(value, key=repr)
+            )
+            + "}"
+        )
     if callable(value):
-        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+        module = getattr(value, "__module__", "")
+        return f"{module}.{getattr(value, '__qualname__', repr(value))}"
     return repr(value)
 
 
@@ -190,7 +204,9 @@ def _resolve_scoring(scoring: Any) -> Any:
 def _random_state_keys(model: Any) -> list[str]:
     """Parameter names (nested ones too) that seed the model's randomness."""
     params = model.get_params(deep=True)
-    return sorted(k for k in params if k == "random_state" or k.endswith("__random_state"))
+    return sorted(
+        k for k in params if k == "random_state" or k.endswith("__random_state")
+    )
 
 
 class _AlignedClassifier:
@@ -210,8 +226,11 @@ class _AlignedClassifier:
     def __sklearn_tags__(self) -> Any:
         from sklearn.utils import ClassifierTags, Tags, TargetTags
 
-        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags())
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+        )
 
     def fit(self, *args: Any, **kwargs: Any) -> _AlignedClassifier:
         return self  # already fitted; present so sklearn recognises an estimator
@@ -267,12 +286,21 @@ class ModelUtility(Utility):
     probability columns for every class of ``y_train``, also when S lacks one.
     """
 
-    def __init__(self, model: Any, data: Dataset, scoring: Any = "accuracy",
-                 default: float = 0.0, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        data: Dataset,
+        scoring: Any = "accuracy",
+        default: float = 0.0,
+        *,
+        seed: int = 0,
+    ) -> None:
         from sklearn.base import clone, is_classifier
 
         if not isinstance(data, Dataset):
-            raise TypeError(f"data must be a daskval.Dataset, got {type(data).__name__}")
+            raise TypeError(
+                f"data must be a daskval.Dataset, got {type(data).__name__}"
+            )
         if not (hasattr(model, "fit") and hasattr(model, "get_params")):
             raise TypeError(
                 f"model must be a scikit-learn estimator with fit() and get_params(),"
@@ -282,8 +310,11 @@ class ModelUtility(Utility):
             clone(model)
         except Exception as exc:
             raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
-        if isinstance(default, bool) or not isinstance(default, (int, float)) or \
-                not np.isfinite(default):
+        if (
+            isinstance(default, bool)
+            or not isinstance(default, (int, float))
+            or not np.isfinite(default)
+        ):
             raise ValueError(f"default must be a finite number, got {default!r}")
         self.model = model
         self.data = data
@@ -294,16 +325,21 @@ class ModelUtility(Utility):
         self._scorer = _resolve_scoring(scoring)
         self._fast_accuracy = scoring in _FAST_SCORERS
         self._seed_keys = _random_state_keys(model)
-        self._classes = (np.unique(data.y_train)
-                         if is_classifier(model) else None)
+        self._classes = np.unique(data.y_train) if is_classifier(model) else None
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            scoring = self.scoring if isinstance(self.scoring, str) else _token(self.scoring)
+            scoring = (
+                self.scoring if isinstance(self.scoring, str) else _token(self.scoring)
+            )
             self._fingerprint = _sha(
-                "daskval.ModelUtility/1", self.data.fingerprint(), _token(self.model),
-                scoring, repr(self.default), repr(self.seed),
+                "daskval.ModelUtility/1",
+                self.data.fingerprint(),
+                _token(self.model),
+                scoring,
+                repr(self.default),
+                repr(self.seed),
             )
         return self._fingerprint
 
@@ -312,7 +348,9 @@ class ModelUtility(Utility):
             "class": "ModelUtility",
             "n": self.n,
             "model": _token(self.model)[:500],
-            "scoring": self.scoring if isinstance(self.scoring, str) else _token(self.scoring),
+            "scoring": self.scoring
+            if isinstance(self.scoring, str)
+            else _token(self.scoring),
             "default": self.default,
         }
 
@@ -321,7 +359,9 @@ class ModelUtility(Utility):
         # configuration is thread-local, so this holds only for the task's thread.
         import sklearn
 
-        return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+        return sklearn.config_context(
+            assume_finite=True, skip_parameter_validation=True
+        )
 
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
         stats.n_evaluations += 1
@@ -337,8 +377,9 @@ class ModelUtility(Utility):
         if caught:
             stats.record_warnings(caught)
         if not np.isfinite(score):
-            stats.record_failure(f"the score of a coalition of {len(players)} "
-                                 f"players was {score!r}")
+            stats.record_failure(
+                f"the score of a coalition of {len(players)} players was {score!r}"
+            )
             return self.default
         return score
 
@@ -354,8 +395,11 @@ class ModelUtility(Utility):
         if self._fast_accuracy:
             return float(np.mean(model.predict(self.data.x_test) == self.data.y_test))
         scored = model
-        if self._classes is not None and hasattr(model, "classes_") and \
-                len(model.classes_) != len(self._classes):
+        if (
+            self._classes is not None
+            and hasattr(model, "classes_")
+            and len(model.classes_) != len(self._classes)
+        ):
             scored = _AlignedClassifier(model, self._classes)
         return float(self._scorer(scored, self.data.x_test, self.data.y_test))
 
@@ -378,8 +422,9 @@ class FunctionUtility(Utility):
         Returned (and counted as a failure) when ``fn`` raises or returns NaN.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray], float], n: int, *,
-                 default: float = 0.0) -> None:
+    def __init__(
+        self, fn: Callable[[np.ndarray], float], n: int, *, default: float = 0.0
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.n = check_positive_int(n, "n")
@@ -398,14 +443,18 @@ class FunctionUtility(Utility):
             return cloudpickle.dumps(fn)
         except Exception as exc:
             raise TypeError(
-                f"fn must be picklable to reach the workers: {type(exc).__name__}: {exc}"
+                "fn must be picklable to reach the workers: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = _sha("daskval.FunctionUtility/1", str(self.n),
-                                     repr(self.default),
-                                     hashlib.sha256(self._pickled_fn).hexdigest())
+            self._fingerprint = _sha(
+                "daskval.FunctionUtility/1",
+                str(self.n),
+                repr(self.default),
+                hashlib.sha256(self._pickled_fn).hexdigest(),
+            )
         return self._fingerprint
 
     def describe(self) -> dict[str, Any]:
@@ -434,4 +483,3 @@ class FunctionUtility(Utility):
 
         self.__dict__.update(state)
         self.fn = cloudpickle.loads(self._pickled_fn)
-

@@ -7,5 +7,10 @@ Only this package (and later the memo and the dashboard) imports
 from daskval.engine.cluster import resolve_client, shutdown_embedded
 from daskval.engine.run import RunSettings, ValuationHandle, start_run
 
-__all__ = ["RunSettings", "ValuationHandle", "resolve_client", "shutdown_embedded",
-           "start_run"]
+__all__ = [
+    "RunSettings",
+    "ValuationHandle",
+    "resolve_client",
+    "shutdown_embedded",
+    "start_run",
+]

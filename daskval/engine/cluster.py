@@ -25,9 +25,13 @@ __all__ = ["embedded_client", "resolve_client", "shutdown_embedded"]
 
 logger = logging.getLogger("daskval")
 
-_BLAS_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-             "MKL_NUM_THREADS": "1", "VECLIB_MAXIMUM_THREADS": "1",
-             "NUMEXPR_NUM_THREADS": "1"}
+_BLAS_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+}
 
 _lock = threading.Lock()
 _embedded: tuple[LocalCluster, Client] | None = None
@@ -37,8 +41,9 @@ def resolve_client(client: Any = None) -> Client:
     """``client`` if given, else the active Dask client, else the embedded one."""
     if client is not None:
         if not isinstance(client, Client):
-            raise TypeError(f"client must be a distributed.Client, got "
-                            f"{type(client).__name__}")
+            raise TypeError(
+                f"client must be a distributed.Client, got {type(client).__name__}"
+            )
         if client.status not in ("running", "connecting", "newly-created"):
             raise ValueError(f"client is not connected (status {client.status!r})")
         return client
@@ -58,15 +63,22 @@ def embedded_client() -> Client:
         from dask.system import CPU_COUNT
 
         cluster = LocalCluster(
-            n_workers=max(1, CPU_COUNT), threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address="127.0.0.1:8787",
-            env=dict(_BLAS_ENV), silence_logs=logging.ERROR,
+            n_workers=max(1, CPU_COUNT),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:8787",
+            env=dict(_BLAS_ENV),
+            silence_logs=logging.ERROR,
         )
         client = Client(cluster, set_as_default=False)
         _embedded = (cluster, client)
         atexit.register(shutdown_embedded)
-        logger.info("daskval started a LocalCluster with %d workers; dashboard at %s",
-                    len(cluster.workers), client.dashboard_link)
+        logger.info(
+            "daskval started a LocalCluster with %d workers; dashboard at %s",
+            len(cluster.workers),
+            client.dashboard_link,
+        )
         return client
 
 
@@ -89,7 +101,7 @@ _GUARD_HELP = (
     "daskval starts worker processes, which re-import your script ({path}). Your "
     "script starts the valuation at import time (line {line}), so every worker "
     "would start another cluster. Put the code that runs the valuation under\n\n"
-    "    if __name__ == \"__main__\":\n        ...\n\n"
+    '    if __name__ == "__main__":\n        ...\n\n'
     "or start a cluster yourself and pass fit(client=...)."
 )
 
@@ -100,8 +112,10 @@ def _inside_main_guard(tree: ast.Module, line: int) -> bool:
             continue
         test = node.test
         is_guard = (
-            isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-            and test.left.id == "__name__" and len(test.comparators) == 1
+            isinstance(test, ast.Compare)
+            and isinstance(test.left, ast.Name)
+            and test.left.id == "__name__"
+            and len(test.comparators) == 1
             and isinstance(test.comparators[0], ast.Constant)
             and test.comparators[0].value == "__main__"
         )
@@ -123,8 +137,9 @@ def check_main_guard() -> None:
     if multiprocessing.parent_process() is not None:
         # we are a spawned process re-importing the script: never recurse
         main = sys.modules.get("__main__")
-        raise ScriptGuardError(_GUARD_HELP.format(
-            path=getattr(main, "__file__", "?"), line="?"))
+        raise ScriptGuardError(
+            _GUARD_HELP.format(path=getattr(main, "__file__", "?"), line="?")
+        )
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or path is None or not os.path.isfile(path):
@@ -138,6 +153,8 @@ def check_main_guard() -> None:
             except (OSError, SyntaxError):
                 return
             if not _inside_main_guard(tree, frame.f_lineno):
-                raise ScriptGuardError(_GUARD_HELP.format(path=path, line=frame.f_lineno))
+                raise ScriptGuardError(
+                    _GUARD_HELP.format(path=path, line=frame.f_lineno)
+                )
             return
         frame = frame.f_back  # type: ignore[assignment]

@@ -89,8 +89,9 @@ class ValuationHandle:
     Returned by ``Valuation.submit()``; ``fit()`` is ``submit().result()``.
     """
 
-    def __init__(self, valuation: Valuation, plan: Plan, client: Client,
-                 settings: RunSettings) -> None:
+    def __init__(
+        self, valuation: Valuation, plan: Plan, client: Client, settings: RunSettings
+    ) -> None:
         self.valuation = valuation
         self.plan = plan
         self.client = client
@@ -102,8 +103,9 @@ class ValuationHandle:
         self._cancel_status = "cancelled"
         self._result: ValuationResult | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=f"daskval-{self.run_id}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"daskval-{self.run_id}", daemon=True
+        )
 
     # -- public API -------------------------------------------------------------
     def start(self) -> ValuationHandle:
@@ -118,8 +120,13 @@ class ValuationHandle:
     def progress(self) -> dict[str, Any]:
         """Samples and evaluations merged so far, completion in [0, 1], status."""
         p = self._progress
-        return {"n_samples": p.n_samples, "n_evaluations": p.n_evaluations,
-                "completion": p.completion, "elapsed": p.elapsed, "status": p.status}
+        return {
+            "n_samples": p.n_samples,
+            "n_evaluations": p.n_evaluations,
+            "completion": p.completion,
+            "elapsed": p.elapsed,
+            "status": p.status,
+        }
 
     def result(self, timeout: float | None = None) -> ValuationResult:
         """Wait for the run and return its result (or raise its error).
@@ -166,8 +173,13 @@ class ValuationHandle:
 
         anchor_stats, seconds_per_eval = EvalStats(), None
         if plan.anchors():
-            anchors = client.submit(anchors_task, plugin, plan, pure=False,
-                                    key=f"daskval-anchors-{self.run_id}")
+            anchors = client.submit(
+                anchors_task,
+                plugin,
+                plan,
+                pure=False,
+                key=f"daskval-anchors-{self.run_id}",
+            )
             values, anchor_stats, seconds_per_eval = anchors.result()
             plan.bind_anchors(values)
             del anchors
@@ -175,8 +187,11 @@ class ValuationHandle:
         cap, eval_budget = self._budgets(anchor_stats.n_evaluations)
         state = initial_partial(plan, anchor_stats)
         task_bytes = len(cloudpickle.dumps((leaf_task, plugin, plan, 0, 1)))
-        seconds_per_sample = (None if seconds_per_eval is None else
-                              0.5 * seconds_per_eval * plan.max_evaluations_per_sample())
+        seconds_per_sample = (
+            None
+            if seconds_per_eval is None
+            else 0.5 * seconds_per_eval * plan.max_evaluations_per_sample()
+        )
 
         in_flight: dict[Future, tuple[int, int]] = {}
         finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
@@ -203,9 +218,15 @@ class ValuationHandle:
             while len(in_flight) < window and (cap is None or next_start < cap):
                 size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
                 end = next_start + size if cap is None else min(cap, next_start + size)
-                future = client.submit(leaf_task, plugin, plan, next_start, end,
-                                       pure=False,
-                                       key=f"daskval-leaf-{self.run_id}-{next_start}-{end}")
+                future = client.submit(
+                    leaf_task,
+                    plugin,
+                    plan,
+                    next_start,
+                    end,
+                    pure=False,
+                    key=f"daskval-leaf-{self.run_id}-{next_start}-{end}",
+                )
                 in_flight[future] = (next_start, end)
                 next_start = end
 
@@ -225,19 +246,30 @@ class ValuationHandle:
                 run_starts.append(run_stop)
                 run_stop = finished[run_stop][0]
             reached_cap = cap is not None and run_stop >= cap
-            if run_starts and (now - last_merge >= settings.merge_interval or reached_cap
-                               or len(run_starts) >= settings.max_merge_fanin):
+            if run_starts and (
+                now - last_merge >= settings.merge_interval
+                or reached_cap
+                or len(run_starts) >= settings.max_merge_fanin
+            ):
                 leaves = [finished.pop(s)[1] for s in run_starts]
-                merged = client.submit(merge_task, prefix, eval_budget, plugin, plan,
-                                       *leaves, pure=False,
-                                       key=f"daskval-merge-{self.run_id}-{run_stop}")
+                merged = client.submit(
+                    merge_task,
+                    prefix,
+                    eval_budget,
+                    plugin,
+                    plan,
+                    *leaves,
+                    pure=False,
+                    key=f"daskval-merge-{self.run_id}-{run_stop}",
+                )
                 merges.append(merged)
                 prefix, merged_stop, last_merge = merged, run_stop, now
 
             # fetch the newest merged state and decide
             all_merged = cap is not None and merged_stop >= cap
             if now - last_check >= settings.check_interval or (
-                    all_merged and merges and merges[-1].done()):
+                all_merged and merges and merges[-1].done()
+            ):
                 last_check = now
                 fetched = self._fetch_newest(merges)
                 if fetched is not None:
@@ -256,7 +288,9 @@ class ValuationHandle:
     def _budgets(self, anchor_evaluations: int) -> tuple[int | None, int | None]:
         """The sample cap and the evaluation budget left for the merge to enforce."""
         plan, stop = self.plan, self.valuation.stop
-        cap = _min_cap(plan.sample_limit(), None if stop is None else stop.sample_budget())
+        cap = _min_cap(
+            plan.sample_limit(), None if stop is None else stop.sample_budget()
+        )
         eval_budget = None if stop is None else stop.evaluation_budget()
         if eval_budget is not None:
             fixed = plan.fixed_evaluations_per_sample()
@@ -269,8 +303,13 @@ class ValuationHandle:
                 cap = 0
         return cap, eval_budget
 
-    def _task_size(self, seconds_per_sample: float | None, cap: int | None,
-                   next_start: int, n_threads: int) -> int:
+    def _task_size(
+        self,
+        seconds_per_sample: float | None,
+        cap: int | None,
+        next_start: int,
+        n_threads: int,
+    ) -> int:
         settings = self.settings
         if settings.samples_per_task is not None:
             return settings.samples_per_task
@@ -295,8 +334,9 @@ class ValuationHandle:
                 for _ in range(i):
                     merges.popleft()
                 self._progress.fetches += 1
-                self._progress.max_fetch_bytes = max(self._progress.max_fetch_bytes,
-                                                     state.nbytes)
+                self._progress.max_fetch_bytes = max(
+                    self._progress.max_fetch_bytes, state.nbytes
+                )
                 return state
         return None
 
@@ -305,9 +345,15 @@ class ValuationHandle:
         plan, stop = self.plan, self.valuation.stop
         values, stderr, counts = plan.estimate(state.moments)
         elapsed = time.monotonic() - begin
-        snap = Snapshot(values, stderr, counts, state.stop, state.n_evaluations, elapsed)
+        snap = Snapshot(
+            values, stderr, counts, state.stop, state.n_evaluations, elapsed
+        )
         p = self._progress
-        p.n_samples, p.n_evaluations, p.elapsed = state.stop, state.n_evaluations, elapsed
+        p.n_samples, p.n_evaluations, p.elapsed = (
+            state.stop,
+            state.n_evaluations,
+            elapsed,
+        )
         p.history.append((elapsed, state.stop, state.n_evaluations))
         finished = state.exhausted or (cap is not None and state.stop >= cap)
         if stop is not None:
@@ -321,13 +367,17 @@ class ValuationHandle:
         where = f"samples [{start}, {end})" if start >= 0 else "a merge"
         if future.status == "error":
             exc = future.exception()
-            raise ValuationError(f"a task over {where} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        raise ValuationError(f"a task over {where} was {future.status}; was the "
-                             "cluster restarted or the client closed during the run?")
+            raise ValuationError(
+                f"a task over {where} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise ValuationError(
+            f"a task over {where} was {future.status}; was the "
+            "cluster restarted or the client closed during the run?"
+        )
 
-    def _make_result(self, state: Partial, status: str, begin: float, task_bytes: int,
-                     client: Client) -> ValuationResult:
+    def _make_result(
+        self, state: Partial, status: str, begin: float, task_bytes: int, client: Client
+    ) -> ValuationResult:
         import dask
         import distributed
         import sklearn
@@ -338,11 +388,17 @@ class ValuationHandle:
         values, stderr, counts = plan.estimate(state.moments)
         stats = state.eval_stats
         if stats.n_failed:
-            logger.warning("%d of %d utility evaluations failed and scored the default;"
-                           " the first failure:\n%s", stats.n_failed,
-                           stats.n_evaluations, stats.first_failure)
+            logger.warning(
+                "%d of %d utility evaluations failed and scored the default;"
+                " the first failure:\n%s",
+                stats.n_failed,
+                stats.n_evaluations,
+                stats.first_failure,
+            )
         for message, count in stats.warnings.items():
-            logger.warning("model warnings during the run: %s (%d times)", message, count)
+            logger.warning(
+                "model warnings during the run: %s (%d times)", message, count
+            )
         metadata = {
             **valuation.describe(),
             "plan": plan.describe(),
@@ -358,18 +414,31 @@ class ValuationHandle:
             "warnings": dict(stats.warnings),
             "first_failure": stats.first_failure,
             "budget_exhausted": state.exhausted,
-            "versions": {"daskval": daskval.__version__, "dask": dask.__version__,
-                         "distributed": distributed.__version__,
-                         "scikit-learn": sklearn.__version__, "numpy": np.__version__},
+            "versions": {
+                "daskval": daskval.__version__,
+                "dask": dask.__version__,
+                "distributed": distributed.__version__,
+                "scikit-learn": sklearn.__version__,
+                "numpy": np.__version__,
+            },
         }
         names = getattr(getattr(valuation.utility, "data", None), "names", None)
-        return ValuationResult(values, stderr, counts, names=names,
-                               n_samples=state.stop, n_evaluations=stats.n_evaluations,
-                               n_failed=stats.n_failed, status=status, metadata=metadata)
+        return ValuationResult(
+            values,
+            stderr,
+            counts,
+            names=names,
+            n_samples=state.stop,
+            n_evaluations=stats.n_evaluations,
+            n_failed=stats.n_failed,
+            status=status,
+            metadata=metadata,
+        )
 
 
-def start_run(valuation: Valuation, *, client: Any = None,
-              samples_per_task: int | None = None) -> ValuationHandle:
+def start_run(
+    valuation: Valuation, *, client: Any = None, samples_per_task: int | None = None
+) -> ValuationHandle:
     """Validate, connect and start a run in a background thread."""
     if samples_per_task is not None:
         from daskval._validation import check_positive_int

@@ -41,10 +41,12 @@ class UtilityPlugin(WorkerPlugin):
 def worker_utility(plugin_name: str) -> Utility:
     """The utility broadcast under ``plugin_name`` to this worker."""
     worker = get_worker()
-    plugin = worker.plugins.get(plugin_name)
+    plugin: Any = worker.plugins.get(plugin_name)
     if plugin is None:
-        raise RuntimeError(f"worker {worker.address} has no daskval utility "
-                           f"{plugin_name!r}; was it unregistered during the run?")
+        raise RuntimeError(
+            f"worker {worker.address} has no daskval utility "
+            f"{plugin_name!r}; was it unregistered during the run?"
+        )
     utility: Utility = plugin.utility
     return utility
 
@@ -59,8 +61,13 @@ def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
     return evaluate_range(plan, worker_utility(plugin_name), start, stop)
 
 
-def merge_task(prefix: Partial, eval_budget: int | None, plugin_name: str, plan: Plan,
-               *leaves: Partial) -> Partial:
+def merge_task(
+    prefix: Partial,
+    eval_budget: int | None,
+    plugin_name: str,
+    plan: Plan,
+    *leaves: Partial,
+) -> Partial:
     """Append adjacent ``leaves`` to ``prefix``, in sample order.
 
     With an evaluation budget, the longest run of samples that fits is kept:
@@ -76,10 +83,13 @@ def merge_task(prefix: Partial, eval_budget: int | None, plugin_name: str, plan:
             state = state.merge(leaf)
             continue
         assert leaf.sample_evaluations is not None
-        fits = int(np.searchsorted(np.cumsum(leaf.sample_evaluations), room, side="right"))
+        fits = int(
+            np.searchsorted(np.cumsum(leaf.sample_evaluations), room, side="right")
+        )
         if fits > 0:
-            cut = evaluate_range(plan, worker_utility(plugin_name), leaf.start,
-                                 leaf.start + fits)
+            cut = evaluate_range(
+                plan, worker_utility(plugin_name), leaf.start, leaf.start + fits
+            )
             state = state.merge(cut)
         # never mutate a task's input: Dask may hold (or recompute from) it
         state = replace(state, exhausted=True)

@@ -22,7 +22,9 @@ __all__ = ["Valuation"]
 def _check_seed(seed: Any) -> int:
     if seed is None:
         # recorded in the result's metadata, so the run can be repeated
-        return int(np.random.SeedSequence().entropy % (2**63))
+        entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int)
+        return entropy % (2**63)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     return int(seed)
@@ -37,14 +39,23 @@ class Valuation(ABC):
 
     method_name = "valuation"
 
-    def __init__(self, utility: Utility, *, stop: StoppingCriterion | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        utility: Utility,
+        *,
+        stop: StoppingCriterion | None = None,
+        seed: int | None = None,
+    ) -> None:
         if not isinstance(utility, Utility):
-            raise TypeError("utility must be a daskval Utility (ModelUtility, "
-                            f"FunctionUtility, ...), got {type(utility).__name__}")
+            raise TypeError(
+                "utility must be a daskval Utility (ModelUtility, "
+                f"FunctionUtility, ...), got {type(utility).__name__}"
+            )
         if stop is not None and not isinstance(stop, StoppingCriterion):
-            raise TypeError("stop must be a stopping criterion such as MaxSamples(100),"
-                            f" got {type(stop).__name__}")
+            raise TypeError(
+                "stop must be a stopping criterion such as MaxSamples(100),"
+                f" got {type(stop).__name__}"
+            )
         self.utility = utility
         self.stop = stop
         self.seed = _check_seed(seed)
@@ -55,11 +66,15 @@ class Valuation(ABC):
         """The plan of one run (a fresh object each time)."""
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method_name, "seed": self.seed,
-                "stop": None if self.stop is None else self.stop.describe()}
+        return {
+            "method": self.method_name,
+            "seed": self.seed,
+            "stop": None if self.stop is None else self.stop.describe(),
+        }
 
-    def submit(self, client: Any = None, *, samples_per_task: int | None = None
-               ) -> ValuationHandle:
+    def submit(
+        self, client: Any = None, *, samples_per_task: int | None = None
+    ) -> ValuationHandle:
         """Start the valuation without blocking; returns a handle.
 
         Parameters
@@ -75,8 +90,9 @@ class Valuation(ABC):
 
         return start_run(self, client=client, samples_per_task=samples_per_task)
 
-    def fit(self, client: Any = None, *, samples_per_task: int | None = None
-            ) -> Valuation:
+    def fit(
+        self, client: Any = None, *, samples_per_task: int | None = None
+    ) -> Valuation:
         """Run the valuation to its end, set ``result_`` and return ``self``."""
         handle = self.submit(client, samples_per_task=samples_per_task)
         self.result_ = handle.result()

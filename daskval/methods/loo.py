@@ -36,8 +36,9 @@ class LOOPlan(Plan):
     def fixed_evaluations_per_sample(self) -> int | None:
         return 1
 
-    def run(self, utility: Utility, start: int, stop: int, stats: EvalStats
-            ) -> tuple[dict[str, Moments], np.ndarray]:
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Moments], np.ndarray]:
         values = np.zeros((stop - start, self.n))
         present = np.zeros((stop - start, self.n), dtype=bool)
         everyone = np.arange(self.n)
@@ -45,11 +46,14 @@ class LOOPlan(Plan):
             without = np.delete(everyone, player)
             values[row, player] = self.u_full - utility.evaluate(without, stats)
             present[row, player] = True
-        return ({"marginals": Moments.from_samples(values, present)},
-                np.ones(stop - start, dtype=np.int32))
+        return (
+            {"marginals": Moments.from_samples(values, present)},
+            np.ones(stop - start, dtype=np.int32),
+        )
 
-    def estimate(self, moments: dict[str, Moments]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(
+        self, moments: dict[str, Moments]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = moments["marginals"]
         return m.total.copy(), np.zeros(self.n), m.count
 

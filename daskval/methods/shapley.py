@@ -39,8 +39,9 @@ class PermutationShapleyPlan(Plan):
     def fixed_evaluations_per_sample(self) -> int | None:
         return self.sampler.fixed_evaluations_per_sample(self.n)
 
-    def _marginals(self, utility: Utility, perm: np.ndarray, stats: EvalStats
-                   ) -> tuple[np.ndarray, int]:
+    def _marginals(
+        self, utility: Utility, perm: np.ndarray, stats: EvalStats
+    ) -> tuple[np.ndarray, int]:
         n, truncation = self.n, self.sampler.truncation
         first_cut = truncation.first_position(n) if truncation is not None else n
         marginals = np.zeros(n)
@@ -50,14 +51,18 @@ class PermutationShapleyPlan(Plan):
             calls += 1
             marginals[perm[size - 1]] = current - previous
             previous = current
-            if size >= first_cut and truncation is not None and \
-                    truncation.is_done(current, self.u_full):
+            if (
+                size >= first_cut
+                and truncation is not None
+                and truncation.is_done(current, self.u_full)
+            ):
                 return marginals, calls  # the rest of the permutation adds ~nothing
         marginals[perm[n - 1]] = self.u_full - previous
         return marginals, calls
 
-    def run(self, utility: Utility, start: int, stop: int, stats: EvalStats
-            ) -> tuple[dict[str, Moments], np.ndarray]:
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Moments], np.ndarray]:
         contributions = np.empty((stop - start, self.n))
         calls = np.zeros(stop - start, dtype=np.int32)
         for row, index in enumerate(range(start, stop)):
@@ -70,14 +75,19 @@ class PermutationShapleyPlan(Plan):
             contributions[row] = marginals
         return {"marginals": Moments.from_samples(contributions)}, calls
 
-    def estimate(self, moments: dict[str, Moments]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(
+        self, moments: dict[str, Moments]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = moments["marginals"]
         return m.mean, m.stderr, m.count
 
     def describe(self) -> dict[str, Any]:
-        return {"plan": "permutation-shapley", "n": self.n, "seed": self.seed,
-                "sampler": self.sampler.describe()}
+        return {
+            "plan": "permutation-shapley",
+            "n": self.n,
+            "seed": self.seed,
+            "sampler": self.sampler.describe(),
+        }
 
 
 def shapley_log_weights(n: int) -> np.ndarray:
@@ -108,8 +118,9 @@ class ExactShapleyPlan(Plan):
     def fixed_evaluations_per_sample(self) -> int | None:
         return 1
 
-    def run(self, utility: Utility, start: int, stop: int, stats: EvalStats
-            ) -> tuple[dict[str, Moments], np.ndarray]:
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Moments], np.ndarray]:
         n, w = self.n, self.weights
         contributions = np.empty((stop - start, n))
         for row, index in enumerate(range(start, stop)):
@@ -121,16 +132,23 @@ class ExactShapleyPlan(Plan):
             w_in = w[size - 1] if size > 0 else 0.0
             w_out = w[size] if size < n else 0.0
             contributions[row] = np.where(inside, w_in * value, -w_out * value)
-        return ({"marginals": Moments.from_samples(contributions)},
-                np.ones(stop - start, dtype=np.int32))
+        return (
+            {"marginals": Moments.from_samples(contributions)},
+            np.ones(stop - start, dtype=np.int32),
+        )
 
-    def estimate(self, moments: dict[str, Moments]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(
+        self, moments: dict[str, Moments]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = moments["marginals"]
         return m.total.copy(), np.zeros(self.n), m.count
 
     def describe(self) -> dict[str, Any]:
-        return {"plan": "exact-shapley", "n": self.n, "sampler": {"class": "ExactSampler"}}
+        return {
+            "plan": "exact-shapley",
+            "n": self.n,
+            "sampler": {"class": "ExactSampler"},
+        }
 
 
 class ShapleyValuation(Valuation):
@@ -159,18 +177,30 @@ class ShapleyValuation(Valuation):
 
     method_name = "shapley"
 
-    def __init__(self, utility: Utility, *, sampler: Sampler | None = None,
-                 stop: StoppingCriterion | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        utility: Utility,
+        *,
+        sampler: Sampler | None = None,
+        stop: StoppingCriterion | None = None,
+        seed: int | None = None,
+    ) -> None:
         sampler = PermutationSampler() if sampler is None else sampler
         if not isinstance(sampler, (PermutationSampler, ExactSampler)):
-            raise TypeError("sampler must be a PermutationSampler or an ExactSampler, "
-                            f"got {type(sampler).__name__}")
+            raise TypeError(
+                "sampler must be a PermutationSampler or an ExactSampler, "
+                f"got {type(sampler).__name__}"
+            )
         if isinstance(sampler, ExactSampler) and stop is not None:
-            raise ValueError("stop must be None with sampler=ExactSampler(): exact "
-                             "enumeration always runs over all subsets")
+            raise ValueError(
+                "stop must be None with sampler=ExactSampler(): exact "
+                "enumeration always runs over all subsets"
+            )
         if isinstance(sampler, PermutationSampler) and stop is None:
-            raise ValueError("stop is required for Monte Carlo sampling, e.g. "
-                             "stop=MaxSamples(100) or MaxStderr(0.01)")
+            raise ValueError(
+                "stop is required for Monte Carlo sampling, e.g. "
+                "stop=MaxSamples(100) or MaxStderr(0.01)"
+            )
         super().__init__(utility, stop=stop, seed=seed)
         sampler.check(utility.n)
         self.sampler = sampler
