@@ -180,7 +180,13 @@ class ValuationHandle:
                 pure=False,
                 key=f"daskval-anchors-{self.run_id}",
             )
-            values, anchor_stats, seconds_per_eval = anchors.result()
+            try:
+                values, anchor_stats, seconds_per_eval = anchors.result()
+            except Exception as exc:
+                raise ValuationError(
+                    "evaluating the anchor coalitions (u(empty), u(N), ...) failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             plan.bind_anchors(values)
             del anchors
 
@@ -196,7 +202,10 @@ class ValuationHandle:
         in_flight: dict[Future, tuple[int, int]] = {}
         finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
         merges: deque[Future] = deque()  # merge chain, oldest first
-        prefix: Partial | Future = state
+        # built on a worker, so no graph ever carries an n-sized array
+        prefix: Future = client.submit(
+            initial_partial, plan, anchor_stats, key=f"daskval-merge-{self.run_id}-0"
+        )
         merged_stop = 0  # end of the last range handed to a merge
         next_start = 0
         last_merge = last_check = time.monotonic()

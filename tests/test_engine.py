@@ -1,0 +1,188 @@
+"""The engine on real LocalClusters: what travels, handles, concurrency."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from sklearn.dummy import DummyClassifier
+
+import daskval as dv
+from daskval.engine.broadcast import plugin_name
+
+
+def majority(players: np.ndarray) -> float:
+    """A 6-player game with distinct values: weighted majority with weights 1..6."""
+    weights = np.arange(1, 7)
+    return float(weights[players].sum() > weights.sum() / 2)
+
+
+def slow_majority(players: np.ndarray) -> float:
+    time.sleep(0.002)
+    return majority(players)
+
+
+@contextmanager
+def graph_bytes(client: Client) -> Iterator[list[tuple[set[str], int]]]:
+    """Record (keys, serialized bytes) of every graph this client submits."""
+    sent: list[tuple[set[str], int]] = []
+    original = client._send_to_scheduler
+
+    def spy(msg: dict[str, Any]) -> Any:
+        if msg.get("op") == "update-graph":
+            expr = msg["expr_ser"]
+            size = sum(memoryview(f).nbytes for f in expr.frames)
+            sent.append(({str(k) for k in msg["keys"]}, size))
+        return original(msg)
+
+    client._send_to_scheduler = spy  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        client._send_to_scheduler = original  # type: ignore[method-assign]
+
+
+def _grouped_dataset(n_rows: int, n_features: int, n_groups: int) -> dv.Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_rows, n_features))
+    y = (x[:, 0] > 0).astype(int)
+    groups = np.arange(n_rows) % n_groups
+    return dv.Dataset(x, y, x[:50], y[:50], groups=groups)
+
+
+def _leaf_bytes(client: Client, data: dv.Dataset) -> list[int]:
+    utility = dv.ModelUtility(DummyClassifier(), data)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(6), seed=0)
+    with graph_bytes(client) as sent:
+        valuation.fit(client=client, samples_per_task=1)
+    leaves = [size for keys, size in sent if any("daskval-leaf" in k for k in keys)]
+    assert len(leaves) == 6
+    return leaves
+
+
+def test_bytes_per_task_do_not_grow_with_the_dataset(client: Client) -> None:
+    small = _grouped_dataset(200, 10, 8)
+    large = _grouped_dataset(6250, 1000, 8)  # 50 MB of features
+    assert large.x_train.nbytes >= 50_000_000
+    small_sizes, large_sizes = _leaf_bytes(client, small), _leaf_bytes(client, large)
+    assert max(large_sizes) < 20_000  # far below 1 MB
+    # the same plan size whatever the data: only names and sample indices differ
+    assert abs(np.median(large_sizes) - np.median(small_sizes)) < 200
+
+
+def test_client_fetches_about_one_accumulator_per_check(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxSamples(300), seed=1
+    )
+    result = valuation.fit(client=client).result_
+    assert result is not None
+    meta = result.metadata
+    assert 0 < meta["max_fetch_bytes"] <= 2 * meta["accumulator_bytes"]
+
+
+def test_submit_returns_a_handle_that_finishes(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(majority, 6), stop=dv.MaxSamples(200), seed=2
+    )
+    handle = valuation.submit(client=client)
+    result = handle.result(timeout=120)
+    assert handle.done()
+    assert handle.progress["status"] == "completed"
+    assert handle.progress["n_samples"] == 200 == result.n_samples
+    assert result.status == "completed"
+    np.testing.assert_allclose(result.values.sum(), 1.0, atol=1e-12)  # efficiency
+
+
+def test_cancel_keeps_a_prefix_of_samples(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxSamples(10**6), seed=3
+    )
+    handle = valuation.submit(client=client)
+    deadline = time.monotonic() + 60
+    while handle.progress["n_samples"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    handle.cancel()
+    result = handle.result()
+    assert result.status == "cancelled"
+    assert 0 < result.n_samples < 10**6
+    # a prefix [0, K): every player got exactly one marginal per sample
+    assert (result.counts == result.n_samples).all()
+    assert result.n_evaluations == 2 + 5 * result.n_samples
+
+
+def test_concurrent_valuations_match_sequential_ones(client: Client) -> None:
+    def make(seed: int) -> dv.ShapleyValuation:
+        return dv.ShapleyValuation(
+            dv.FunctionUtility(majority, 6), stop=dv.MaxSamples(150), seed=seed
+        )
+
+    handles = [make(seed).submit(client=client) for seed in (10, 11)]
+    together = [h.result(timeout=120) for h in handles]
+    for seed, result in zip((10, 11), together, strict=True):
+        alone = make(seed).fit(client=client).result_
+        assert alone is not None
+        np.testing.assert_allclose(result.values, alone.values, rtol=0, atol=1e-12)
+
+
+def test_max_time_stops_an_endless_run(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxTime(3), seed=4
+    )
+    begin = time.monotonic()
+    result = valuation.fit(client=client).result_
+    assert result is not None
+    assert time.monotonic() - begin < 30
+    assert result.n_samples > 0 and result.status == "completed"
+
+
+def test_a_worker_that_joins_mid_run_gets_the_utility_and_works() -> None:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        utility = dv.FunctionUtility(slow_majority, 6)
+        valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(1500), seed=5)
+        handle = valuation.submit(client=client, samples_per_task=20)
+        while handle.progress["n_samples"] == 0:
+            time.sleep(0.1)
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        result = handle.result(timeout=300)
+        name = plugin_name(utility)
+        has_plugin = client.run(lambda dask_worker: name in dask_worker.plugins)
+        assert len(has_plugin) == 2 and all(has_plugin.values())
+        reference = dv.ShapleyValuation(utility, stop=dv.MaxSamples(1500), seed=5)
+        reference.fit(client=client, samples_per_task=300)
+        assert reference.result_ is not None
+        np.testing.assert_allclose(
+            result.values, reference.result_.values, rtol=0, atol=1e-12
+        )
+
+
+def test_a_failing_task_raises_a_valuation_error(client: Client) -> None:
+    class Broken(dv.Utility):
+        n = 4
+        default = 0.0
+
+        def evaluate(self, players: np.ndarray, stats: dv.EvalStats) -> float:
+            raise SystemError("not caught by the utility")  # a bug, not a model failure
+
+        def fingerprint(self) -> str:
+            return "broken-utility"
+
+    valuation = dv.ShapleyValuation(Broken(), stop=dv.MaxSamples(4), seed=0)
+    with pytest.raises(dv.ValuationError, match="not caught by the utility"):
+        valuation.fit(client=client)
