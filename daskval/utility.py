@@ -13,6 +13,7 @@ returned, so a model that breaks on a few subsets cannot crash a long run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import traceback
 import warnings
@@ -201,6 +202,49 @@ def _resolve_scoring(scoring: Any) -> Any:
     )
 
 
+class _FreshModels:
+    """Unfitted copies of a model, equal to ``clone(model)`` with seeds set.
+
+    ``clone`` followed by ``set_params`` introspects constructor signatures on
+    every call (~75-175 us, a few percent of a small fit); a deep copy of an
+    unfitted template is ~10x cheaper. Seeds are set on the copied owners of
+    each ``random_state``, found through the deep copy's memo. Estimators whose
+    copy does not equal their clone (an unconventional ``__init__``) keep the
+    plain clone path.
+    """
+
+    def __init__(self, model: Any) -> None:
+        from sklearn.base import clone
+
+        self.model = model
+        self.template = clone(model)
+        self.seed_keys = _random_state_keys(model)
+        params = self.template.get_params(deep=True)
+        self.seed_owners = [
+            (
+                self.template if "__" not in key else params[key.rsplit("__", 1)[0]],
+                key.rsplit("__", 1)[-1],
+            )
+            for key in self.seed_keys
+        ]
+        self.copyable = _token(copy.deepcopy(self.template)) == _token(clone(model))
+
+    def make(self, seed: int) -> Any:
+        """A fresh unfitted model whose ``random_state`` parameters are ``seed``."""
+        if not self.copyable:
+            from sklearn.base import clone
+
+            fresh = clone(self.model)
+            if self.seed_keys:
+                fresh.set_params(**dict.fromkeys(self.seed_keys, seed))
+            return fresh
+        memo: dict[int, Any] = {}
+        fresh = copy.deepcopy(self.template, memo)
+        for owner, attribute in self.seed_owners:
+            setattr(memo[id(owner)], attribute, seed)
+        return fresh
+
+
 def _random_state_keys(model: Any) -> list[str]:
     """Parameter names (nested ones too) that seed the model's randomness."""
     params = model.get_params(deep=True)
@@ -324,7 +368,7 @@ class ModelUtility(Utility):
         self.n = data.n
         self._scorer = _resolve_scoring(scoring)
         self._fast_accuracy = scoring in _FAST_SCORERS
-        self._seed_keys = _random_state_keys(model)
+        self._models = _FreshModels(model)
         self._classes = np.unique(data.y_train) if is_classifier(model) else None
         self._fingerprint: str | None = None
 
@@ -384,13 +428,9 @@ class ModelUtility(Utility):
         return score
 
     def _fit_and_score(self, players: np.ndarray) -> float:
-        from sklearn.base import clone
-
         x, y = self.data.train_subset(self.data.rows(players))
-        model = clone(self.model)
-        if self._seed_keys:
-            derived = subset_seed(self.seed, players)
-            model.set_params(**dict.fromkeys(self._seed_keys, derived))
+        seed = subset_seed(self.seed, players) if self._models.seed_keys else 0
+        model = self._models.make(seed)
         model.fit(x, y)
         if self._fast_accuracy:
             return float(np.mean(model.predict(self.data.x_test) == self.data.y_test))
