@@ -87,13 +87,15 @@ def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partia
 def evaluate_anchors(
     plan: Plan, utility: Utility
 ) -> tuple[list[float], EvalStats, float]:
-    """u of each anchor coalition, the counters, and the seconds per evaluation."""
+    """u of each anchor coalition, the counters, the slowest call's seconds."""
     stats = EvalStats()
-    begin = time.perf_counter()
+    values, slowest = [], 0.0
     with utility.context():
-        values = [utility.evaluate(c, stats) for c in plan.anchors()]
-    per_eval = (time.perf_counter() - begin) / max(1, len(values))
-    return values, stats, per_eval
+        for coalition in plan.anchors():
+            begin = time.perf_counter()
+            values.append(utility.evaluate(coalition, stats))
+            slowest = max(slowest, time.perf_counter() - begin)
+    return values, stats, slowest
 
 
 def evaluate_range(plan: Plan, utility: Utility, start: int, stop: int) -> Partial:

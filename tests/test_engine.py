@@ -186,3 +186,13 @@ def test_a_failing_task_raises_a_valuation_error(client: Client) -> None:
     valuation = dv.ShapleyValuation(Broken(), stop=dv.MaxSamples(4), seed=0)
     with pytest.raises(dv.ValuationError, match="not caught by the utility"):
         valuation.fit(client=client)
+
+
+def test_a_budget_spent_on_the_anchors_ends_with_no_samples(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(majority, 6), stop=dv.MaxEvaluations(2), seed=0
+    )
+    result = valuation.fit(client=client).result_
+    assert result is not None
+    assert (result.n_samples, result.n_evaluations) == (0, 2)
+    assert np.isinf(result.stderr).all()

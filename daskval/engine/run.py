@@ -206,6 +206,7 @@ class ValuationHandle:
         prefix: Future = client.submit(
             initial_partial, plan, anchor_stats, key=f"daskval-merge-{self.run_id}-0"
         )
+        merges.append(prefix)  # so that a run with nothing to sample still ends
         merged_stop = 0  # end of the last range handed to a merge
         next_start = 0
         last_merge = last_check = time.monotonic()
