@@ -20,13 +20,20 @@ __all__ = [
 
 
 def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as an int, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """Return ``value`` as an int, or raise naming ``name``.
+
+    Whole floats such as ``1e4`` are accepted; ``2.5``, NaN and bools are not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if not isinstance(value, numbers.Integral) and not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
     lowest = 0 if allow_zero else 1
     if value < lowest:
-        raise ValueError(f"{name} must be >= {lowest}, got {value}")
-    return int(value)
+        raise ValueError(f"{name} must be >= {lowest}, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)  # exact, also beyond 2**53
+    return int(float(value))
 
 
 def check_positive_number(value: Any, name: str, *, allow_zero: bool = False) -> float:

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daskval._validation import check_finite
-
 __all__ = ["Dataset"]
 
 ArrayLike = Any  # numpy array, pandas DataFrame/Series, or a nested sequence
@@ -38,20 +36,59 @@ def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.Data
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to an array: {exc}") from exc
-    if array.dtype == object and ndim == 2:
-        raise TypeError(f"{name} must hold numbers; use a DataFrame for mixed columns")
     if array.ndim != ndim:
         shape = "(n_samples, n_features)" if ndim == 2 else "(n_samples,)"
         raise ValueError(f"{name} must have shape {shape}, got shape {array.shape}")
+    if ndim == 2 and array.dtype.kind not in "biufc":
+        raise TypeError(
+            f"{name} must hold numbers, got an array of dtype {array.dtype}; "
+            "use a pandas DataFrame for text, categorical or mixed columns"
+        )
     return array
 
 
-def _check_no_missing(value: np.ndarray | pd.DataFrame, name: str) -> None:
+def _check_no_missing(
+    value: np.ndarray | pd.DataFrame, name: str, *, allow_nan: bool = False
+) -> None:
+    """Raise naming ``name`` on infinities, and on missing values unless allowed."""
     if isinstance(value, pd.DataFrame):
         numeric = value.select_dtypes(include="number")
-        check_finite(numeric.to_numpy(dtype=float), name)
+        as_float = numeric.to_numpy(dtype=float, na_value=np.nan)
+        missing = 0 if allow_nan else int(value.isna().to_numpy().sum())
+        infinite = int(np.isinf(as_float).sum())
     elif value.dtype.kind in "fc":
-        check_finite(value, name)
+        missing = 0 if allow_nan else int(np.isnan(value).sum())
+        infinite = int(np.isinf(value).sum())
+    elif value.dtype == object:
+        missing = 0 if allow_nan else int(pd.isna(value).sum())
+        infinite = 0
+    else:
+        return
+    if infinite:
+        raise ValueError(f"{name} contains {infinite} infinite value(s)")
+    if missing:
+        hint = " (pass allow_nan=True if the model handles them)"
+        raise ValueError(
+            f"{name} contains {missing} NaN or missing value(s)"
+            + (hint if name.startswith("x_") else "")
+        )
+
+
+def _check_columns(x_train: Any, x_test: Any) -> None:
+    """DataFrame features must come with the same columns in both splits."""
+    train_df, test_df = (isinstance(x, pd.DataFrame) for x in (x_train, x_test))
+    if train_df != test_df:
+        kinds = {True: "a DataFrame", False: "an array"}
+        raise TypeError(
+            f"x_test must be of the same kind as x_train: x_train is "
+            f"{kinds[train_df]} but x_test is {kinds[test_df]}"
+        )
+    if train_df and list(x_train.columns) != list(x_test.columns):
+        raise ValueError(
+            "x_test must have the columns of x_train, in the same order: "
+            f"x_train has {list(x_train.columns)[:10]}, "
+            f"x_test has {list(x_test.columns)[:10]}"
+        )
 
 
 def _n_rows(value: np.ndarray | pd.DataFrame) -> int:
@@ -91,6 +128,11 @@ class Dataset:
         One label per training row. When given, the players are the distinct
         labels (in sorted order) and a coalition trains on all rows of its
         groups.
+    allow_nan : bool
+        Accept missing values (NaN, None, ``pd.NA``) in ``x_train`` and
+        ``x_test``, for models that handle them (an imputing Pipeline,
+        ``HistGradientBoostingClassifier``). Infinite values and missing
+        targets are always refused.
 
     Raises
     ------
@@ -108,14 +150,22 @@ class Dataset:
         *,
         names: Sequence[str] | None = None,
         groups: ArrayLike | None = None,
+        allow_nan: bool = False,
     ) -> None:
+        if not isinstance(allow_nan, bool):
+            raise TypeError(f"allow_nan must be a bool, got {type(allow_nan).__name__}")
+        self.allow_nan = allow_nan
         self.x_train = _as_table(x_train, "x_train", ndim=2)
         self.y_train = _as_table(y_train, "y_train", ndim=1)
         self.x_test = _as_table(x_test, "x_test", ndim=2)
         self.y_test = _as_table(y_test, "y_test", ndim=1)
         self._check_shapes()
+        _check_columns(self.x_train, self.x_test)
         for name in ("x_train", "y_train", "x_test", "y_test"):
-            _check_no_missing(getattr(self, name), name)
+            features = name.startswith("x_")
+            _check_no_missing(
+                getattr(self, name), name, allow_nan=allow_nan and features
+            )
         self.groups, self._group_rows = self._make_groups(groups)
         self.names = self._make_names(names)
         self._fingerprint: str | None = None
@@ -135,6 +185,8 @@ class Dataset:
             raise ValueError(
                 f"y_test has {len(self.y_test)} rows but x_test has {n_test}"
             )
+        if self.x_train.shape[1] == 0:
+            raise ValueError("x_train has no features (shape (n_samples, 0))")
         if self.x_train.shape[1] != self.x_test.shape[1]:
             raise ValueError(
                 f"x_test has {self.x_test.shape[1]} features but x_train has "
@@ -155,8 +207,22 @@ class Dataset:
                 f"({_n_rows(self.x_train)}), got shape {labels.shape}"
             )
         if labels.dtype.kind in "fc" and not np.isfinite(labels).all():
-            raise ValueError("groups contains NaN or infinite labels")
-        unique, inverse = np.unique(labels, return_inverse=True)
+            raise ValueError(
+                "groups contains NaN or infinite labels: every training row "
+                "needs a group"
+            )
+        if labels.dtype == object and pd.isna(labels).any():
+            raise ValueError(
+                "groups contains missing labels (None or NaN): every training "
+                "row needs a group"
+            )
+        try:
+            unique, inverse = np.unique(labels, return_inverse=True)
+        except TypeError as exc:
+            raise TypeError(
+                "groups labels must be mutually comparable (all numbers or all "
+                f"strings): {exc}"
+            ) from exc
         rows = [np.flatnonzero(inverse == g) for g in range(len(unique))]
         return unique, rows
 
@@ -165,6 +231,10 @@ class Dataset:
             if self.groups is not None:
                 return np.array([str(g) for g in self.groups], dtype=object)
             return np.array([str(i) for i in range(self.n)], dtype=object)
+        if isinstance(names, (str, bytes)):
+            raise TypeError(
+                "names must be a sequence with one name per player, got a string"
+            )
         names_arr = np.asarray(list(names), dtype=object)
         if names_arr.ndim != 1 or len(names_arr) != self.n:
             raise ValueError(
@@ -172,7 +242,10 @@ class Dataset:
             )
         names_arr = np.array([str(x) for x in names_arr], dtype=object)
         if len(set(names_arr)) != len(names_arr):
-            raise ValueError("names must be unique")
+            values, counts = np.unique(names_arr.astype(str), return_counts=True)
+            raise ValueError(
+                f"names must be unique; repeated: {list(values[counts > 1][:5])}"
+            )
         return names_arr
 
     @classmethod
@@ -226,12 +299,16 @@ class Dataset:
         return _n_rows(self.x_train)
 
     def rows(self, players: np.ndarray) -> np.ndarray:
-        """Training row positions of the given players (sorted, for groups)."""
+        """Training row positions of the given players, in increasing order.
+
+        The order of ``players`` does not matter: a coalition is a set, and
+        the model always sees its rows in the same order.
+        """
         if self._group_rows is None:
-            return players
+            return np.sort(players)
         if len(players) == 0:
             return np.empty(0, dtype=np.intp)
-        return np.concatenate([self._group_rows[p] for p in players])
+        return np.sort(np.concatenate([self._group_rows[p] for p in players]))
 
     def train_subset(self, rows: np.ndarray) -> tuple[Any, Any]:
         """The training features and targets of the given rows."""

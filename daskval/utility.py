@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import math
+import numbers
 import traceback
 import warnings
 from abc import ABC, abstractmethod
@@ -202,6 +204,78 @@ def _resolve_scoring(scoring: Any) -> Any:
     )
 
 
+def _check_model(model: Any) -> None:
+    """Raise naming ``model`` unless it is a clonable estimator instance."""
+    from sklearn.base import clone
+
+    if isinstance(model, type):
+        raise TypeError(
+            f"model must be an estimator instance, got the class {model.__name__};"
+            f" did you mean {model.__name__}()?"
+        )
+    if not (hasattr(model, "fit") and hasattr(model, "get_params")):
+        raise TypeError(
+            "model must be a scikit-learn estimator with fit() and get_params(),"
+            f" got {type(model).__name__}"
+        )
+    try:
+        clone(model)
+    except Exception as exc:
+        raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
+
+
+def _check_default(default: Any) -> float:
+    """``default`` as a float, or raise naming it."""
+    if (
+        isinstance(default, bool)
+        or not isinstance(default, numbers.Real)
+        or not math.isfinite(float(default))
+    ):
+        raise ValueError(f"default must be a finite number, got {default!r}")
+    return float(default)
+
+
+def _check_utility_seed(seed: Any) -> int:
+    """``seed`` as an int that :func:`subset_seed` accepts, or raise naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    value = int(seed)
+    if not 0 <= value < 2**63:
+        raise ValueError(f"seed must lie in [0, 2**63), got {value}")
+    return value
+
+
+def _check_model_fits_task(
+    model: Any, data: Dataset, scoring: Any, scorer: Any
+) -> None:
+    """Refuse combinations that would fail (or mislead) on every evaluation."""
+    from sklearn.base import is_classifier, is_regressor
+    from sklearn.utils.multiclass import type_of_target
+
+    name = type(model).__name__
+    if is_classifier(model) and type_of_target(data.y_train) == "continuous":
+        raise ValueError(
+            f"y_train holds continuous values but model {name} is a classifier; "
+            "use a regressor (and a regression scorer such as scoring='r2')"
+        )
+    if not isinstance(scoring, str):
+        return
+    methods = getattr(scorer, "_response_method", None)
+    methods = (methods,) if isinstance(methods, str) else tuple(methods or ())
+    needs_classes = {"predict_proba", "decision_function"} & set(methods)
+    if is_regressor(model) and (scoring in _FAST_SCORERS or needs_classes):
+        raise ValueError(
+            f"scoring={scoring!r} is a classification metric but model {name} is "
+            "a regressor; use e.g. scoring='r2' or 'neg_mean_squared_error'"
+        )
+    if methods and not any(hasattr(model, m) for m in methods):
+        hint = "; for SVC, pass probability=True" if "predict_proba" in methods else ""
+        raise ValueError(
+            f"scoring={scoring!r} needs model.{' or '.join(methods)}(), which "
+            f"{name} does not provide{hint}"
+        )
+
+
 class _FreshModels:
     """Unfitted copies of a model, equal to ``clone(model)`` with seeds set.
 
@@ -339,34 +413,21 @@ class ModelUtility(Utility):
         *,
         seed: int = 0,
     ) -> None:
-        from sklearn.base import clone, is_classifier
+        from sklearn.base import is_classifier
 
         if not isinstance(data, Dataset):
             raise TypeError(
                 f"data must be a daskval.Dataset, got {type(data).__name__}"
             )
-        if not (hasattr(model, "fit") and hasattr(model, "get_params")):
-            raise TypeError(
-                f"model must be a scikit-learn estimator with fit() and get_params(),"
-                f" got {type(model).__name__}"
-            )
-        try:
-            clone(model)
-        except Exception as exc:
-            raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
-        if (
-            isinstance(default, bool)
-            or not isinstance(default, (int, float))
-            or not np.isfinite(default)
-        ):
-            raise ValueError(f"default must be a finite number, got {default!r}")
+        _check_model(model)
         self.model = model
         self.data = data
         self.scoring = scoring
-        self.default = float(default)
-        self.seed = int(seed)
+        self.default = _check_default(default)
+        self.seed = _check_utility_seed(seed)
         self.n = data.n
         self._scorer = _resolve_scoring(scoring)
+        _check_model_fits_task(model, data, scoring, self._scorer)
         self._fast_accuracy = scoring in _FAST_SCORERS
         self._models = _FreshModels(model)
         self._classes = np.unique(data.y_train) if is_classifier(model) else None
@@ -404,7 +465,7 @@ class ModelUtility(Utility):
         import sklearn
 
         return sklearn.config_context(
-            assume_finite=True, skip_parameter_validation=True
+            assume_finite=not self.data.allow_nan, skip_parameter_validation=True
         )
 
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
@@ -433,7 +494,9 @@ class ModelUtility(Utility):
         model = self._models.make(seed)
         model.fit(x, y)
         if self._fast_accuracy:
-            return float(np.mean(model.predict(self.data.x_test) == self.data.y_test))
+            predicted = model.predict(self.data.x_test)
+            if np.shape(predicted) == np.shape(self.data.y_test):
+                return float(np.mean(predicted == self.data.y_test))
         scored = model
         if (
             self._classes is not None
@@ -468,9 +531,7 @@ class FunctionUtility(Utility):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.n = check_positive_int(n, "n")
-        if isinstance(default, bool) or not isinstance(default, (int, float)):
-            raise ValueError(f"default must be a finite number, got {default!r}")
-        self.default = float(default)
+        self.default = _check_default(default)
         self.fn = fn
         self._pickled_fn = self._pickle(fn)
         self._fingerprint: str | None = None

@@ -25,8 +25,12 @@ def _check_seed(seed: Any) -> int:
         entropy = np.random.SeedSequence().entropy
         assert isinstance(entropy, int)
         return entropy % (2**63)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"seed must be a non-negative integer or None, got {type(seed).__name__}"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed}")
     return int(seed)
 
 
