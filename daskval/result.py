@@ -185,8 +185,14 @@ class ValuationResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ValuationResult:
-        """Read a result written by :meth:`save` (no pickle is ever loaded)."""
-        with np.load(Path(path), allow_pickle=False) as f:
+        """Read a result written by :meth:`save` (no pickle is ever loaded).
+
+        ``path`` may omit the ``.npz`` suffix that :meth:`save` adds.
+        """
+        path = Path(path)
+        if not path.exists() and path.with_suffix(path.suffix + ".npz").exists():
+            path = path.with_suffix(path.suffix + ".npz")
+        with np.load(path, allow_pickle=False) as f:
             header = json.loads(str(f["header"]))
             if header.get("format") != _FORMAT:
                 raise ValueError(

@@ -159,6 +159,9 @@ class _Not(StoppingCriterion):
     def reset(self) -> None:
         self.inner.reset()
 
+    def __invert__(self) -> StoppingCriterion:
+        return self.inner  # ~~c is c, budgets included
+
     def describe(self) -> str:
         return f"~{self.inner.describe()}"
 

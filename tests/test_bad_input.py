@@ -1,0 +1,257 @@
+"""Bad inputs fail fast, with a message that names the argument and the fix.
+
+Every case runs with cluster creation and client lookup patched to raise a
+sentinel error: a case passes only if the validation error comes first, so
+nothing ever reached (or started) a cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import distributed
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.svm import SVC
+
+import daskval as dv
+import daskval.engine.cluster
+
+
+class ClusterTouched(Exception):
+    """Raised by the patched cluster entry points."""
+
+
+def constant(players: np.ndarray) -> float:
+    return float(len(players))
+
+
+def _forbid(*args: Any, **kwargs: Any) -> Any:
+    raise ClusterTouched("a cluster or client was requested")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every way of reaching a cluster raise :class:`ClusterTouched`."""
+    monkeypatch.setattr(daskval.engine.cluster, "LocalCluster", _forbid)
+    monkeypatch.setattr(distributed.LocalCluster, "__init__", _forbid)
+    monkeypatch.setattr(distributed.Client, "__init__", _forbid)
+    monkeypatch.setattr(distributed.Client, "current", _forbid)
+
+
+def _xy(n: int = 20, d: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d))
+    return x, (x[:, 0] > 0).astype(int)
+
+
+def _data(**kwargs: Any) -> dv.Dataset:
+    x, y = _xy()
+    return dv.Dataset(x, y, x, y, **kwargs)
+
+
+def _with(name: str, value: Any) -> Callable[[], Any]:
+    """A Dataset whose argument ``name`` is replaced by ``value``."""
+
+    def build() -> dv.Dataset:
+        x, y = _xy()
+        args = {"x_train": x, "y_train": y, "x_test": x, "y_test": y}
+        args[name] = value
+        return dv.Dataset(**args)
+
+    return build
+
+
+def _nan_at(array: np.ndarray, value: float) -> np.ndarray:
+    out = array.astype(float)
+    out[3, ...] = value
+    return out
+
+
+def _valid_valuation() -> dv.ShapleyValuation:
+    return dv.ShapleyValuation(
+        dv.FunctionUtility(constant, 4), stop=dv.MaxSamples(2), seed=0
+    )
+
+
+def _unpicklable_fn() -> Callable[[np.ndarray], float]:
+    lock = threading.Lock()
+    return lambda players: float(lock.locked())
+
+
+def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    x, _ = _xy()
+    train = pd.DataFrame(x, columns=["a", "b", "c"])
+    return train, train.rename(columns={"c": "z"})
+
+
+X, Y = _xy()
+X_DF, X_DF_RENAMED = _frames()
+
+# (id, what to call, expected exception, substrings the message must contain)
+CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
+    ("y_train length", _with("y_train", Y[:-1]), ValueError, ("y_train", "19")),
+    ("y_test length", _with("y_test", Y[:5]), ValueError, ("y_test", "x_test")),
+    ("NaN in x_train", _with("x_train", _nan_at(X, np.nan)), ValueError,
+     ("x_train", "NaN")),
+    ("inf in x_test", _with("x_test", _nan_at(X, np.inf)), ValueError,
+     ("x_test", "infinite")),
+    ("NaN in y_train", _with("y_train", _nan_at(Y, np.nan)), ValueError,
+     ("y_train", "NaN")),
+    ("empty training set", _with("x_train", X[:0]), ValueError,
+     ("x_train", "empty")),
+    ("feature count", _with("x_test", X[:, :2]), ValueError,
+     ("x_test has 2 features", "x_train has 3")),
+    ("text features", _with("x_train", X.astype(str)), TypeError,
+     ("x_train", "numbers")),
+    ("1-D features", _with("x_train", X[:, 0]), ValueError,
+     ("x_train", "(n_samples, n_features)")),
+    ("DataFrame columns differ",
+     lambda: dv.Dataset(X_DF, Y, X_DF_RENAMED, Y), ValueError,
+     ("x_test", "columns of x_train")),
+    ("DataFrame vs array", lambda: dv.Dataset(X_DF, Y, X, Y), TypeError,
+     ("x_test", "DataFrame")),
+    ("groups wrong length", lambda: _data(groups=np.arange(5)), ValueError,
+     ("groups", "one label per training row")),
+    ("groups with NaN",
+     lambda: _data(groups=np.where(np.arange(20) == 3, np.nan, 1.0)), ValueError,
+     ("groups", "NaN")),
+    ("groups with None",
+     lambda: _data(groups=np.array(["a"] * 19 + [None], dtype=object)),
+     ValueError, ("groups", "missing")),
+    ("names wrong length", lambda: _data(names=["a", "b"]), ValueError,
+     ("names", "one name per player")),
+    ("names duplicated", lambda: _data(names=["p"] * 20), ValueError,
+     ("names", "unique")),
+    ("names as one string", lambda: _data(names="a" * 20), TypeError,
+     ("names", "string")),
+    ("unknown scorer",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), scoring="acuracy"),
+     ValueError, ("scoring='acuracy'", "get_scorer_names")),
+    ("scorer of a wrong type",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), scoring=3), TypeError,
+     ("scoring", "callable")),
+    ("non-estimator model", lambda: dv.ModelUtility(object(), _data()), TypeError,
+     ("model", "estimator")),
+    ("model class, not instance",
+     lambda: dv.ModelUtility(LogisticRegression, _data()), TypeError,
+     ("model", "LogisticRegression()")),
+    ("scorer needs predict_proba",
+     lambda: dv.ModelUtility(SVC(), _data(), scoring="neg_log_loss"), ValueError,
+     ("scoring='neg_log_loss'", "predict_proba", "probability=True")),
+    ("classifier on continuous targets",
+     lambda: dv.ModelUtility(LogisticRegression(), dv.Dataset(X, X[:, 0], X, Y)),
+     ValueError, ("y_train", "continuous", "classifier")),
+    ("accuracy for a regressor",
+     lambda: dv.ModelUtility(LinearRegression(), _data(), scoring="accuracy"),
+     ValueError, ("scoring='accuracy'", "regressor")),
+    ("data not a Dataset", lambda: dv.ModelUtility(LogisticRegression(), (X, Y)),
+     TypeError, ("data", "Dataset")),
+    ("NaN default",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), default=np.nan),
+     ValueError, ("default", "finite")),
+    ("utility seed",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), seed=0.5), TypeError,
+     ("seed", "integer")),
+    ("unpicklable fn", lambda: dv.FunctionUtility(_unpicklable_fn(), 3), TypeError,
+     ("fn", "picklable")),
+    ("fn not callable", lambda: dv.FunctionUtility(42, 3), TypeError,  # type: ignore[arg-type]
+     ("fn", "callable")),
+    ("zero players", lambda: dv.FunctionUtility(constant, 0), ValueError,
+     ("n", ">= 1")),
+    ("MaxSamples(-1)", lambda: dv.MaxSamples(-1), ValueError, ("k", ">= 1")),
+    ("MaxSamples(2.5)", lambda: dv.MaxSamples(2.5), ValueError,
+     ("k", "whole number")),
+    ("MaxEvaluations(0)", lambda: dv.MaxEvaluations(0), ValueError, ("n", ">= 1")),
+    ("MaxTime(-1)", lambda: dv.MaxTime(-1), ValueError, ("seconds", "> 0")),
+    ("MaxTime(nan)", lambda: dv.MaxTime(float("nan")), ValueError,
+     ("seconds", "finite")),
+    ("MaxStderr(0)", lambda: dv.MaxStderr(0), ValueError, ("threshold", "> 0")),
+    ("RankStable threshold", lambda: dv.RankStable(threshold=2), ValueError,
+     ("threshold", "[0, 1]")),
+    ("criterion | int", lambda: dv.MaxSamples(3) | 5, TypeError,
+     ("cannot combine", "int")),
+    ("truncation rtol", lambda: dv.RelativeTruncation(rtol=1.5), ValueError,
+     ("rtol", "[0, 1)")),
+    ("exact sampler on 26 players",
+     lambda: dv.ShapleyValuation(
+         dv.FunctionUtility(constant, 26), sampler=dv.ExactSampler()
+     ), ValueError, ("ExactSampler", "n=26", "25")),
+    ("stop missing for Monte Carlo",
+     lambda: dv.ShapleyValuation(dv.FunctionUtility(constant, 4)), ValueError,
+     ("stop is required", "MaxSamples")),
+    ("stop of a wrong type",
+     lambda: dv.ShapleyValuation(dv.FunctionUtility(constant, 4), stop=100),  # type: ignore[arg-type]
+     TypeError, ("stop", "stopping criterion")),
+    ("sampler of a wrong type",
+     lambda: dv.ShapleyValuation(
+         dv.FunctionUtility(constant, 4), sampler="exact", stop=dv.MaxSamples(3)  # type: ignore[arg-type]
+     ), TypeError, ("sampler", "PermutationSampler")),
+    ("negative seed",
+     lambda: dv.ShapleyValuation(
+         dv.FunctionUtility(constant, 4), stop=dv.MaxSamples(3), seed=-1
+     ), ValueError, ("seed", "non-negative")),
+    ("seed as text",
+     lambda: dv.ShapleyValuation(
+         dv.FunctionUtility(constant, 4), stop=dv.MaxSamples(3), seed="0"  # type: ignore[arg-type]
+     ), TypeError, ("seed", "integer")),
+    ("non-Utility to a valuation",
+     lambda: dv.ShapleyValuation(constant, stop=dv.MaxSamples(3)),  # type: ignore[arg-type]
+     TypeError, ("utility", "Utility")),
+    ("non-Utility to LOO", lambda: dv.LOOValuation(LogisticRegression()),  # type: ignore[arg-type]
+     TypeError, ("utility", "Utility")),
+    ("samples_per_task=0", lambda: _valid_valuation().fit(samples_per_task=0),
+     ValueError, ("samples_per_task", ">= 1")),
+    ("samples_per_task as text",
+     lambda: _valid_valuation().submit(samples_per_task="8"), TypeError,
+     ("samples_per_task", "integer")),
+    ("client of a wrong type",
+     lambda: _valid_valuation().fit(client="tcp://127.0.0.1:8786"), TypeError,
+     ("client", "distributed.Client")),
+]  # fmt: skip
+
+
+def test_there_are_at_least_twelve_cases() -> None:
+    assert len(CASES) >= 12
+    assert len({case[0] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.usefixtures("no_cluster")
+@pytest.mark.parametrize(
+    ("call", "error", "fragments"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_bad_input_raises_a_clear_error_before_any_cluster(
+    call: Callable[[], Any], error: type[Exception], fragments: tuple[str, ...]
+) -> None:
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_the_patches_do_stop_a_valid_run() -> None:
+    """The control: a valid run gets as far as the cluster and hits the sentinel."""
+    with pytest.raises(ClusterTouched):
+        _valid_valuation().fit()
+    with pytest.raises(ClusterTouched):
+        daskval.engine.cluster.embedded_client()
+
+
+def test_a_valid_setup_passes_every_check() -> None:
+    """The good versions of the bad inputs above are all accepted."""
+    data = dv.Dataset(X_DF, Y, X_DF, Y, names=[f"p{i}" for i in range(20)])
+    dv.ModelUtility(LogisticRegression(), data, scoring="neg_log_loss")
+    dv.ModelUtility(SVC(probability=True), data, scoring="roc_auc")
+    dv.ModelUtility(LinearRegression(), dv.Dataset(X, X[:, 0], X, X[:, 0]), "r2")
+    grouped = _data(groups=np.repeat(["a", "b", "c", "d"], 5))
+    assert grouped.n == 4
+    assert dv.MaxSamples(1e3).k == 1000
+    assert dv.MaxEvaluations(np.int64(7)).n == 7
