@@ -209,7 +209,7 @@ def test_evaluations_are_counted() -> None:
     [
         (lambda: SymmetricVotingGame(5), "even"),
         (lambda: SymmetricVotingGame(0), "n must be >= 2"),
-        (lambda: MinerGame(1.5), "n must be an integer"),
+        (lambda: MinerGame(1.5), "n must be an integer"),  # type: ignore[arg-type]
         (lambda: GlovesGame(0, 3), "n_left"),
         (lambda: WeightedVotingGame([1.5, 2]), "integers"),
         (lambda: WeightedVotingGame([1, -2]), "non-negative"),
