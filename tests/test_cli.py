@@ -1,0 +1,299 @@
+"""The ``daskval`` command: help, argument errors, and small demo runs.
+
+Demo runs go through the installed console script in a subprocess (its own
+process group, under a timeout), as a user would run them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from daskval.cli import COMMANDS, DEMO_OUTPUT, build_parser, main
+
+N_TRAIN = 398  # breast_cancer: 569 rows, 70 % for training
+TIMEOUT = 240.0
+SMALL = ["--budget", "1500", "--progress-interval", "0.5"]
+
+
+def daskval_command() -> list[str]:
+    """The console script next to this interpreter, else ``python -m daskval``."""
+    script = Path(sys.executable).with_name("daskval")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "daskval"]
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (
+            f"exit {self.returncode}\nstdout:\n{self.stdout}\n"
+            f"stderr:\n{self.stderr[-3000:]}"
+        )
+
+
+def run(args: list[str], cwd: Path, timeout: float = TIMEOUT) -> Run:
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(args)} hung for {timeout:.0f} s\n{out}\n{err}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return Run(proc.returncode, out, err)
+
+
+TABLE_ROW = re.compile(
+    r"^\s+(\d+)\s+(\d+)\s+(benign|malignant)\s+([+-]\d\.\d{6})\s+(\d\.\d{6}|inf)$"
+)
+
+
+def table(stdout: str, title: str) -> list[tuple[int, str, float]]:
+    """(rank, name, value) rows of the table under the line ``title``."""
+    lines = stdout.splitlines()
+    start = lines.index(title) + 2  # skip the header line
+    rows = []
+    for line in lines[start:]:
+        match = TABLE_ROW.match(line)
+        if not match:
+            break
+        rows.append((int(match[1]), match[2], float(match[4])))
+    return rows
+
+
+# -- help and usage ------------------------------------------------------------------
+def test_help_lists_commands(tmp_path: Path) -> None:
+    result = run([*daskval_command(), "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert "usage: daskval" in result.stdout
+    for command in COMMANDS:
+        assert command.name in result.stdout
+
+
+def test_demo_help(tmp_path: Path) -> None:
+    result = run([*daskval_command(), "demo", "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result
+    for option in ("--budget", "--samples", "--seed", "--output", "--workers"):
+        assert option in result.stdout
+    assert DEMO_OUTPUT in "".join(result.stdout.split())  # argparse wraps at "-"
+    assert "breast_cancer" in result.stdout
+
+
+def test_python_dash_m_daskval(tmp_path: Path) -> None:
+    result = run([sys.executable, "-m", "daskval", "--version"], cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("daskval ")
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--budget", "0"],
+        ["demo", "--budget", "many"],
+        ["demo", "--seed", "-1"],
+        ["demo", "--truncation", "1.5"],
+        ["demo", "--budget", "10", "--samples", "10"],
+        ["demo", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+        ["nope"],
+    ],
+)
+def test_bad_arguments_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    began = time.monotonic()
+    missing = tmp_path / "missing" / "values.csv"
+    assert main(["demo", "-o", str(missing)]) == 1
+    assert main(["demo", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"the directory {missing.parent} does not exist" in err
+    assert "is a directory" in err
+    assert time.monotonic() - began < 5  # no cluster was started
+
+
+def test_every_command_has_a_parser() -> None:
+    parser = build_parser()
+    for command in COMMANDS:
+        args = parser.parse_args([command.name])
+        assert args._command is command
+
+
+# -- demo runs ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
+    """A small demo on the embedded cluster, writing the default CSV in its cwd."""
+    cwd = tmp_path_factory.mktemp("demo")
+    return run([*daskval_command(), "demo", *SMALL], cwd=cwd), cwd
+
+
+def test_demo_writes_one_row_per_training_point(demo_run: tuple[Run, Path]) -> None:
+    result, cwd = demo_run
+    assert result.returncode == 0, result
+    frame = pd.read_csv(cwd / DEMO_OUTPUT)
+    assert list(frame.columns) == ["name", "value", "stderr", "count", "index"]
+    assert len(frame) == N_TRAIN
+    assert sorted(frame["index"]) == list(range(N_TRAIN))
+    assert frame["name"].is_unique
+    assert np.isfinite(frame["value"]).all()
+    assert (frame["count"] > 0).all()
+    assert f"wrote {N_TRAIN} values to {cwd / DEMO_OUTPUT}" in result.stdout
+
+
+def test_demo_prints_dashboard_progress_and_tables(demo_run: tuple[Run, Path]) -> None:
+    result, cwd = demo_run
+    assert result.returncode == 0, result
+    out = result.stdout
+    assert re.search(r"Dask dashboard: http://127\.0\.0\.1:\d+/status", out), out
+    assert re.search(r"\d+\.\d%\s+[\d,]+ evaluations", out), out
+    lowest = table(out, "10 lowest-valued training points")
+    highest = table(out, "10 highest-valued training points")
+    assert [r[0] for r in lowest] == list(range(1, 11)), out
+    assert [r[0] for r in highest] == list(range(1, 11)), out
+    low_values = [r[2] for r in lowest]
+    high_values = [r[2] for r in highest]
+    assert low_values == sorted(low_values)
+    assert high_values == sorted(high_values, reverse=True)
+    assert max(low_values) <= min(high_values)
+
+    # the tables agree with the CSV
+    frame = pd.read_csv(cwd / DEMO_OUTPUT, dtype={"name": str}).set_index("name")
+    ordered = frame["value"].sort_values(kind="stable")
+    assert low_values == pytest.approx(ordered.iloc[:10].round(6).tolist(), abs=1e-6)
+    assert high_values == pytest.approx(
+        ordered.iloc[::-1].iloc[:10].round(6).tolist(), abs=1e-6
+    )
+    assert frame.loc[lowest[0][1], "value"] == pytest.approx(low_values[0], abs=1e-6)
+    # the budget is exact: evaluations never exceed it
+    match = re.search(r"([\d,]+) permutations, ([\d,]+) evaluations", out)
+    assert match, out
+    assert 0 < int(match[2].replace(",", "")) <= 1500
+
+
+def test_demo_on_a_running_cluster_gives_the_same_values(
+    demo_run: tuple[Run, Path], client: object, tmp_path: Path
+) -> None:
+    """--scheduler: same seed and budget, same values as on the embedded cluster."""
+    embedded, cwd = demo_run
+    assert embedded.returncode == 0, embedded
+    address = client.scheduler.address  # type: ignore[attr-defined]
+    out = tmp_path / "remote.csv"
+    result = run(
+        [*daskval_command(), "demo", *SMALL, "--scheduler", address, "-o", str(out)],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    assert f"connecting to the Dask scheduler at {address}" in result.stdout
+    here = pd.read_csv(cwd / DEMO_OUTPUT)
+    there = pd.read_csv(out)
+    np.testing.assert_allclose(there["value"], here["value"], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(there["count"], here["count"])
+
+
+def test_demo_samples_top_and_workers(tmp_path: Path) -> None:
+    out = tmp_path / "values.csv"
+    result = run(
+        [
+            *daskval_command(),
+            "demo",
+            "--samples",
+            "3",
+            "--top",
+            "3",
+            "--workers",
+            "1",
+            "--seed",
+            "7",
+            "-o",
+            str(out),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    assert "1 workers, 1 threads" in result.stdout
+    assert len(table(result.stdout, "3 lowest-valued training points")) == 3
+    assert len(table(result.stdout, "3 highest-valued training points")) == 3
+    assert "3 permutations," in result.stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == N_TRAIN
+    assert (frame["count"] == 3).all()
+
+
+def test_demo_ctrl_c_keeps_what_was_merged(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, and the samples merged so far are reported."""
+    out = tmp_path / "values.csv"
+    proc = subprocess.Popen(
+        [*daskval_command(), "demo", "--progress-interval", "0.5", "-o", str(out)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + TIMEOUT
+        for line in proc.stdout:
+            seen.append(line)
+            match = re.search(r"\s([\d,]+) permutations  \(budget", line)
+            if match and int(match[1].replace(",", "")) > 0:
+                break  # mid-run, with something merged
+            assert time.monotonic() < deadline, "".join(seen)
+        else:
+            pytest.fail("the demo ended before any progress:\n" + "".join(seen))
+        proc.send_signal(signal.SIGINT)  # the main process only, like Ctrl-C's
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    stdout = "".join(seen) + rest
+    assert proc.returncode == 130, f"{stdout}\n{err}"
+    assert "interrupted" in stdout
+    assert "status interrupted" in stdout
+    frame = pd.read_csv(out)
+    assert len(frame) == N_TRAIN
+    assert (frame["count"] > 0).all()
