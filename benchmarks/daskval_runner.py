@@ -1,0 +1,175 @@
+"""daskval on a freshly started LocalCluster, or its evaluation path without Dask.
+
+``--mode cluster`` (the contender): start a LocalCluster (worker processes,
+one thread each, 127.0.0.1; start-up timed separately), then time
+
+    dv.ShapleyValuation(dv.ModelUtility(model, dv.Dataset(...), scoring="accuracy"),
+                        sampler=dv.PermutationSampler(), stop=dv.MaxSamples(P),
+                        seed=42).fit(client=client)
+
+``--mode sequential`` (a diagnostic): the same plan, the same samples, run in
+this process through daskval's worker-side code path (anchors, then one range
+of samples) with no Dask at all. Its time per evaluation against the ideal's
+isolates the cost of daskval's evaluation path; against the cluster run's, the
+engine's overhead. It uses daskval internals (``make_plan``,
+``evaluate_anchors``, ``evaluate_range``), so it may need updating when they
+change.
+
+Run by benchmarks/run.py in a fresh process, in daskval's environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from workloads import (
+    BLAS_ENV,
+    SEED,
+    Workload,
+    emit,
+    import_modules,
+    make_data,
+    model_modules,
+    model_of,
+    runner_arguments,
+    versions,
+    workload_from_args,
+)
+
+import daskval as dv
+
+Arrays = tuple[Any, Any, Any, Any]
+
+
+def make_valuation(
+    workload: Workload, arrays: Arrays, model: Any
+) -> dv.ShapleyValuation:
+    """The workload's valuation, built as a user would."""
+    data = dv.Dataset(*arrays)
+    utility = dv.ModelUtility(model, data, scoring="accuracy")
+    return dv.ShapleyValuation(
+        utility,
+        sampler=dv.PermutationSampler(),
+        stop=dv.MaxSamples(workload.budget),
+        seed=SEED,
+    )
+
+
+def start_cluster(
+    workers: int, modules: list[str]
+) -> tuple[Any, Any, dict[str, float]]:
+    """A LocalCluster of ``workers`` single-threaded processes, warmed up.
+
+    Warming up imports daskval and the model's modules on every worker (what
+    a worker otherwise does on its first task): the ideal loop's imports are
+    not timed either. Both steps are timed, as start-up.
+    """
+    from distributed import Client, LocalCluster
+
+    begin = time.perf_counter()
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        env=dict(BLAS_ENV),
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster, set_as_default=False)
+    client.wait_for_workers(workers)
+    started = time.perf_counter()
+    client.run(import_modules, ["daskval", "daskval.engine.tasks", *modules])
+    warmed = time.perf_counter()
+    return cluster, client, {"cluster": started - begin, "warmup": warmed - started}
+
+
+def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
+    """Time one valuation on a started cluster (start-up reported apart)."""
+    arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
+    cluster, client, startup = start_cluster(workers, model_modules(workload.model))
+    try:
+        begin = time.perf_counter()
+        valuation = make_valuation(workload, arrays, model).fit(client=client)
+        wall = time.perf_counter() - begin
+    finally:
+        client.close()
+        cluster.close()
+    result = valuation.result_
+    meta = result.metadata
+    return {
+        "wall_seconds": wall,
+        "startup_seconds": startup["cluster"] + startup["warmup"],
+        "workers": workers,
+        "samples": int(result.n_samples),
+        "evaluations": int(result.n_evaluations),
+        "extra": {
+            "cluster_start_seconds": startup["cluster"],
+            "warmup_seconds": startup["warmup"],
+            "engine_elapsed_seconds": meta.get("elapsed_seconds"),
+            "compute_seconds": meta.get("compute_seconds"),
+            "n_workers_seen": meta.get("n_workers"),
+            "task_bytes": meta.get("task_bytes"),
+            "n_failed": int(result.n_failed),
+            "status": result.status,
+            "min_count": int(result.counts.min()),
+            "max_count": int(result.counts.max()),
+        },
+    }
+
+
+def run_sequential(workload: Workload) -> dict[str, Any]:
+    """daskval's worker-side evaluation path for the same samples, no Dask."""
+    from daskval.plan import evaluate_anchors, evaluate_range
+
+    arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
+    begin = time.perf_counter()
+    valuation = make_valuation(workload, arrays, model)
+    plan = valuation.make_plan()
+    values, anchor_stats, _ = evaluate_anchors(plan, valuation.utility)
+    plan.bind_anchors(values)
+    partial = evaluate_range(plan, valuation.utility, 0, workload.budget)
+    wall = time.perf_counter() - begin
+    return {
+        "wall_seconds": wall,
+        "startup_seconds": 0.0,
+        "workers": 1,
+        "samples": int(partial.stop - partial.start),
+        "evaluations": anchor_stats.n_evaluations + partial.eval_stats.n_evaluations,
+        "extra": {"compute_seconds": partial.compute_seconds},
+    }
+
+
+def main() -> None:
+    """Run daskval once and print its record."""
+    parser = runner_arguments(__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("cluster", "sequential"), default="cluster")
+    args = parser.parse_args()
+    workload = workload_from_args(args)
+    if workload.method != "permutation":
+        raise SystemExit(f"daskval's {workload.method!r} runner is not implemented yet")
+    if args.mode == "cluster":
+        record = run_cluster(workload, args.workers)
+    else:
+        record = run_sequential(workload)
+    # u(empty) is the one empty coalition daskval evaluates (an anchor); it
+    # fits nothing, and every evaluation it counts enters the result
+    fits = record["evaluations"] - 1
+    record["extra"]["versions"] = versions(
+        "daskval", "dask", "distributed", "numpy", "scikit-learn"
+    )
+    emit(
+        {
+            "contender": "daskval" if args.mode == "cluster" else "daskval_seq",
+            "workload": workload.id,
+            **record,
+            "fits": fits,
+            "fits_performed": fits,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

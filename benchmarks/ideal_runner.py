@@ -1,0 +1,102 @@
+"""The ideal: a plain sequential loop over the workload's subsets.
+
+For each subset (prefixes of random permutations, as permutation Shapley
+draws them): ``clone(model)``, ``fit(X[s], y[s])``,
+``get_scorer("accuracy")(m, X_test, y_test)``; a failed fit scores 0. No
+framework, no parallelism: the harness divides its time by the number of
+cores to get the ideal parallel time.
+
+Run by benchmarks/run.py in a fresh process; imports only numpy and
+scikit-learn (and the shared workloads module).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from workloads import (
+    emit,
+    make_data,
+    make_model,
+    permutation_prefixes,
+    runner_arguments,
+    versions,
+    workload_from_args,
+)
+
+
+def ideal_loop(
+    model: Any,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    subsets: Iterable[np.ndarray],
+) -> dict[str, float]:
+    """Fit and score ``model`` on every subset; seconds spent and counts."""
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+
+    x_train, y_train, x_test, y_test = data
+    scorer = get_scorer("accuracy")
+    fit_seconds = score_seconds = 0.0
+    fits = failures = 0
+    begin = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for subset in subsets:
+            fits += 1
+            t0 = time.perf_counter()
+            try:
+                fitted = clone(model).fit(x_train[subset], y_train[subset])
+            except Exception:
+                failures += 1  # scores 0; nothing to score
+                fit_seconds += time.perf_counter() - t0
+                continue
+            t1 = time.perf_counter()
+            scorer(fitted, x_test, y_test)
+            score_seconds += time.perf_counter() - t1
+            fit_seconds += t1 - t0
+    return {
+        "wall_seconds": time.perf_counter() - begin,
+        "fit_seconds": fit_seconds,
+        "score_seconds": score_seconds,
+        "fits": fits,
+        "failures": failures,
+    }
+
+
+def main() -> None:
+    """Run the ideal loop once and print its record."""
+    args = runner_arguments(__doc__.splitlines()[0]).parse_args()
+    workload = workload_from_args(args)
+    if workload.method != "permutation":
+        raise SystemExit(f"the ideal for {workload.method!r} is not implemented yet")
+    data = make_data(workload.n_train, workload.n_test)
+    model = make_model(workload.model)
+    subsets = permutation_prefixes(workload.n_train, workload.budget)
+    timing = ideal_loop(model, data, subsets)
+    emit(
+        {
+            "contender": "ideal",
+            "workload": workload.id,
+            "wall_seconds": timing["wall_seconds"],
+            "startup_seconds": 0.0,
+            "workers": 1,
+            "samples": workload.budget,
+            "evaluations": timing["fits"],
+            "fits": timing["fits"],
+            "fits_performed": timing["fits"],
+            "extra": {
+                "fit_seconds": timing["fit_seconds"],
+                "score_seconds": timing["score_seconds"],
+                "failed_fits": timing["failures"],
+                "versions": versions("numpy", "scikit-learn"),
+            },
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
