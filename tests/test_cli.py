@@ -297,3 +297,22 @@ def test_demo_ctrl_c_keeps_what_was_merged(tmp_path: Path) -> None:
     frame = pd.read_csv(out)
     assert len(frame) == N_TRAIN
     assert (frame["count"] > 0).all()
+
+
+# -- README and CI agree ------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2, "README.md needs the set-up and the test command"
+    setup, tests = blocks[0].strip(), blocks[1].strip()
+    assert 'pip install -e ".[test]"' in setup
+    assert setup.endswith("daskval demo")
+    ci = (ROOT / ".ci" / "run").read_text()
+    match = re.search(r"^TEST_COMMAND=\((.*)\)$", ci, flags=re.M)
+    assert match, ".ci/run must define TEST_COMMAND=(...)"
+    assert match[1].split() == tests.split()
+    assert '"${TEST_COMMAND[@]}"' in ci
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,3 +186,19 @@ def test_guarded_script_by_relative_path_runs(tmp_path: Path) -> None:
     run = run_python(["sub/guarded.py"], cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.values() == pytest.approx(EXPECTED, abs=1e-9)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_api_example_runs(tmp_path: Path) -> None:
+    """The README's Python example, saved as a script, runs and prints values."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README.md has no python example"
+    script = tmp_path / "example.py"
+    script.write_text(blocks[0])
+    run = run_python([str(script)], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    header, *rows = run.stdout.strip().splitlines()
+    assert header.split() == ["value", "stderr", "count", "index"]
+    assert len(rows) == 6  # the index name line, then head()'s five rows
