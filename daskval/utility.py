@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from daskval._validation import check_positive_int
 from daskval.data import Dataset
@@ -153,8 +154,14 @@ def _token(value: Any, depth: int = 0) -> str:
         inner = ",".join(f"{k}={_token(params[k], depth + 1)}" for k in sorted(params))
         return f"{type(value).__module__}.{type(value).__qualname__}({inner})"
     if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return f"ndarray:object{value.shape}:{_token(value.tolist(), depth + 1)}"
         digest = hashlib.sha256(np.ascontiguousarray(value).tobytes())
         return f"ndarray:{value.dtype.str}{value.shape}:{digest.hexdigest()}"
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        hashed = pd.util.hash_pandas_object(value, index=True).to_numpy()
+        digest = hashlib.sha256(hashed.tobytes())
+        return f"{type(value).__name__}:{value.shape}:{digest.hexdigest()}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_token(v, depth + 1) for v in value) + "]"
     if isinstance(value, dict):
@@ -166,9 +173,26 @@ def _token(value: Any, depth: int = 0) -> str:
             + "}"
         )
     if callable(value):
-        module = getattr(value, "__module__", "")
-        return f"{module}.{getattr(value, '__qualname__', repr(value))}"
+        return _callable_token(value)
     return repr(value)
+
+
+def _callable_token(value: Any) -> str:
+    """A function's name plus a digest of how cloudpickle ships it.
+
+    Importable functions and classes travel by reference, so their digest is
+    their name; lambdas and local functions travel by value (code, defaults,
+    closure), so two lambdas in one module get different tokens.
+    """
+    import cloudpickle
+
+    module = getattr(value, "__module__", "")
+    name = f"{module}.{getattr(value, '__qualname__', None) or repr(value)}"
+    try:
+        payload = cloudpickle.dumps(value)
+    except Exception:  # unpicklable: the engine will say so; identity is the name
+        return name
+    return f"{name}:{hashlib.sha256(payload).hexdigest()[:24]}"
 
 
 def _sha(*parts: str) -> str:

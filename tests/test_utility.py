@@ -13,7 +13,6 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +91,15 @@ def nan_for_small_models(estimator: Any, x: Any, y: Any) -> float:
     if getattr(estimator, "n_rows_", 10) < 10:
         return float("nan")
     return float(estimator.score(x, y))
+
+
+def constant_scorer(value: float) -> Any:
+    """A local function (cloudpickle ships it by value) that scores ``value``."""
+
+    def score(estimator: Any, x: Any, y: Any) -> float:
+        return value
+
+    return score
 
 
 def nan_for_odd(players: np.ndarray) -> float:
@@ -456,41 +464,68 @@ def test_regression_tmc_truncates_when_the_full_score_is_negative(
 # fingerprints
 
 
-def fingerprints() -> dict[str, str]:
-    """Fingerprints of a few utilities; also run in a fresh interpreter."""
-    data = _classification()
-    frame_data, _, _ = _frame_data()
-    return {
-        "pipeline": dv.ModelUtility(
-            make_pipeline(StandardScaler(), LogisticRegression(C=0.3)), data
-        ).fingerprint(),
-        "pandas-groups": dv.ModelUtility(
-            LogisticRegression(), frame_data, scoring="neg_log_loss"
-        ).fingerprint(),
-        "callable-scorer": dv.ModelUtility(
-            LogisticRegression(), data, scoring=nan_for_small_models
-        ).fingerprint(),
-        "function": dv.FunctionUtility(additive, 7).fingerprint(),
-        "dataset": data.fingerprint(),
-    }
+FINGERPRINT_SCRIPT = """
+import json
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+import daskval as dv
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(30, 4))
+y = (x[:, 0] > 0).astype(int)
+frame = pd.DataFrame(x, columns=list("abcd")).assign(
+    c=lambda f: f["c"].astype("float32"), d=pd.Categorical(y)
+)
+numeric = dv.Dataset(x, y, x, y)
+grouped = dv.Dataset(frame, y, frame, y, groups=np.arange(30) % 5)
+
+
+def constant_scorer(value):
+    def score(estimator, x, y):
+        return value
+    return score
+
+
+fingerprints = {
+    "pipeline": dv.ModelUtility(
+        make_pipeline(StandardScaler(), LogisticRegression(C=0.3)), numeric
+    ).fingerprint(),
+    "pandas-groups": dv.ModelUtility(
+        LogisticRegression(), grouped, scoring="neg_log_loss"
+    ).fingerprint(),
+    "lambda-step": dv.ModelUtility(
+        make_pipeline(FunctionTransformer(lambda z: z + 1), LogisticRegression()),
+        numeric,
+    ).fingerprint(),
+    "closure-scorer": dv.ModelUtility(
+        LogisticRegression(), numeric, scoring=constant_scorer(0.5)
+    ).fingerprint(),
+    "function": dv.FunctionUtility(np.sum, 7).fingerprint(),
+    "dataset": grouped.fingerprint(),
+}
+print(json.dumps(fingerprints))
+"""
 
 
 def test_fingerprints_are_stable_across_processes() -> None:
-    here = Path(__file__).parent
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); "
-        "from test_utility import fingerprints; print(json.dumps(fingerprints()))"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    """The same script, here and in a fresh interpreter with another hash seed."""
     out = subprocess.run(
-        [sys.executable, "-c", code, str(here)],
+        [sys.executable, "-c", FINGERPRINT_SCRIPT],
         capture_output=True,
         text=True,
         check=True,
-        env=env,
         timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
     )
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == fingerprints()
+    there = json.loads(out.stdout.strip().splitlines()[-1])
+    namespace: dict[str, Any] = {"__name__": "__main__", "__package__": None}
+    # compiled as `python -c` does: no __file__, no inherited __future__ flags
+    exec(compile(FINGERPRINT_SCRIPT, "<string>", "exec", dont_inherit=True), namespace)
+    assert there == namespace["fingerprints"]
+    assert len(set(there.values())) == len(there)
 
 
 def test_fingerprints_change_with_data_model_and_scorer() -> None:
@@ -524,3 +559,22 @@ def test_fingerprints_change_with_data_model_and_scorer() -> None:
     assert dv.FunctionUtility(additive, 7).fingerprint() != (
         dv.FunctionUtility(nan_for_odd, 7).fingerprint()
     )
+
+
+def test_fingerprints_tell_lambdas_and_closures_apart() -> None:
+    """Same name, different code: the engine shares broadcasts by fingerprint."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    data = _classification()
+
+    def with_step(step: Any) -> str:
+        model = make_pipeline(FunctionTransformer(step), LogisticRegression())
+        return dv.ModelUtility(model, data).fingerprint()
+
+    assert with_step(lambda z: z) != with_step(lambda z: 2 * z)
+    assert with_step(np.tanh) == with_step(np.tanh) != with_step(np.sinh)
+    by_scorer = {
+        dv.ModelUtility(LogisticRegression(), data, scoring=s).fingerprint()
+        for s in (constant_scorer(1.0), constant_scorer(2.0), lambda e, x, y: 1.0)
+    }
+    assert len(by_scorer) == 3
