@@ -255,3 +255,47 @@ def test_a_randomised_model_gives_the_same_values_on_any_cluster(
     utility = dv.ModelUtility(model, data, scoring="accuracy", seed=5)
     subset = np.array([0, 2, 3, 5, 7])
     assert utility(subset) == utility(subset[::-1])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (engine): MaxSamples(k) & MaxEvaluations(n) has no hard cap "
+    "(_max_budget gives None), so the run stops at the first ~1 s check after "
+    "both are met; the samples held depend on task sizes and timing",
+)
+def test_both_budgets_combined_are_deterministic(client: Client) -> None:
+    game = AirportGame([1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0])
+    results = []
+    for samples_per_task in (1, 7):
+        valuation = dv.ShapleyValuation(
+            game, sampler=TMC, stop=dv.MaxSamples(30) & dv.MaxEvaluations(150), seed=99
+        )
+        valuation.fit(client=client, samples_per_task=samples_per_task)
+        assert valuation.result_ is not None
+        results.append(valuation.result_)
+    for result in results:
+        assert result.n_samples >= 30 and result.n_evaluations >= 150
+    assert results[0].n_samples == results[1].n_samples
+    np.testing.assert_allclose(results[0].values, results[1].values, atol=1e-12)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (engine): with one player a permutation costs 0 evaluations "
+    "(u(empty) and u(N) are anchors), so MaxEvaluations(n) never binds and "
+    "fit() never returns",
+)
+def test_evaluation_budget_ends_a_one_player_game(client: Client) -> None:
+    from daskval.games import AdditiveGame
+
+    valuation = dv.ShapleyValuation(
+        AdditiveGame([2.0]), stop=dv.MaxEvaluations(10), seed=0
+    )
+    handle = valuation.submit(client)
+    try:
+        # a clear error up front would do as well as a finished run
+        result = handle.result(timeout=5)
+    finally:
+        if not handle.done():
+            handle.cancel()
+    assert result.values.tolist() == [2.0]
