@@ -17,12 +17,13 @@ import copy
 import hashlib
 import math
 import numbers
+import threading
 import traceback
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -95,6 +96,77 @@ class EvalStats:
             d.get("first_failure"),
             dict(d.get("warnings", {})),
         )
+
+
+class _WarningCollector:
+    """Collect the warnings each thread raises, with threads evaluating at once.
+
+    ``warnings.catch_warnings`` swaps process-wide state, so overlapping uses
+    in threads (a worker with several threads) lose or leak warnings and can
+    leave the filters changed for good. Here the first collecting thread
+    installs one routing ``showwarning`` and an "always" filter, the last one
+    removes them, and each warning goes to the list of the thread raising it
+    (other threads' warnings go to the previous ``showwarning``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._active = 0
+        self._previous: Callable[..., Any] = warnings.showwarning
+        self._filter: Any = None
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list[warnings.WarningMessage]]:
+        """Warnings raised in this thread inside the block land in the list."""
+        outer = getattr(self._local, "sink", None)
+        sink: list[warnings.WarningMessage] = []
+        self._local.sink = sink
+        self._enter()
+        try:
+            yield sink
+        finally:
+            self._exit()
+            self._local.sink = outer
+
+    def _enter(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._previous = warnings.showwarning
+                warnings.showwarning = self._show
+                # count repeats too; module=".*" makes the filter our own, so
+                # an identical user filter is neither moved nor removed
+                warnings.filterwarnings("always", module=".*")
+                self._filter = warnings.filters[0]
+            self._active += 1
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                warnings.showwarning = self._previous
+                with contextlib.suppress(ValueError):
+                    cast("list[Any]", warnings.filters).remove(self._filter)
+
+    def _show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        sink = getattr(self._local, "sink", None)
+        if sink is None:
+            self._previous(message, category, filename, lineno, file, line)
+        else:
+            sink.append(
+                warnings.WarningMessage(message, category, filename, lineno, file, line)
+            )
+
+
+_WARNINGS = _WarningCollector()
 
 
 def subset_seed(seed: int, players: np.ndarray) -> int:
@@ -496,8 +568,7 @@ class ModelUtility(Utility):
         stats.n_evaluations += 1
         if len(players) == 0:
             return self.default
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _WARNINGS.collect() as caught:
             try:
                 score = self._fit_and_score(players)
             except Exception:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -319,6 +320,26 @@ def test_fit_warnings_are_counted_not_printed(recwarn: pytest.WarningsRecorder) 
             utility.evaluate(np.union1d(subset, [0, 1, 2, 3, 4, 5]), stats)
     kinds = [k for k in stats.warnings if k.startswith("ConvergenceWarning")]
     assert len(kinds) == 1 and stats.warnings[kinds[0]] == 30
+    assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_warnings_are_counted_per_thread_when_threads_evaluate_at_once(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    """A worker with several threads: no warning lost, leaked or miscounted."""
+    utility = dv.ModelUtility(LogisticRegression(max_iter=1), _classification())
+    show, filters = warnings.showwarning, list(warnings.filters)
+    stats = [EvalStats() for _ in range(4)]
+
+    def work(own: EvalStats) -> None:
+        with threadpool_limits(limits=1), utility.context():
+            for _ in range(25):
+                utility.evaluate(np.arange(10, 60), own)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(work, stats))
+    assert [sum(s.warnings.values()) for s in stats] == [25] * 4
+    assert warnings.showwarning is show and warnings.filters == filters
     assert not [w for w in recwarn if issubclass(w.category, ConvergenceWarning)]
 
 
