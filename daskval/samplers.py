@@ -118,6 +118,15 @@ class PermutationSampler(Sampler):
         self.truncation = truncation
         self.antithetic = antithetic
 
+    def check(self, n: int) -> None:
+        if n < 2:
+            raise ValueError(
+                f"sampler=PermutationSampler() needs at least 2 players, got n={n}: "
+                "its permutations would cost no evaluations, so an evaluation "
+                "budget could never be reached. The value of a single player is "
+                "u(N) - u(empty); use sampler=ExactSampler()."
+            )
+
     def permutation(self, seed: int, index: int, n: int) -> np.ndarray:
         return sample_rng(seed, index).permutation(n)
 

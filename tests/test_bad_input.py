@@ -181,6 +181,10 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
      lambda: dv.ShapleyValuation(
          dv.FunctionUtility(constant, 26), sampler=dv.ExactSampler()
      ), ValueError, ("ExactSampler", "n=26", "25")),
+    ("permutations of one player",
+     lambda: dv.ShapleyValuation(
+         dv.FunctionUtility(constant, 1), stop=dv.MaxEvaluations(10)
+     ), ValueError, ("PermutationSampler", "n=1", "ExactSampler()")),
     ("stop missing for Monte Carlo",
      lambda: dv.ShapleyValuation(dv.FunctionUtility(constant, 4)), ValueError,
      ("stop is required", "MaxSamples")),
