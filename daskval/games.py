@@ -172,8 +172,8 @@ class WeightedVotingGame(Game):
     with each size k and each total weight s is the coefficient of
     ``x^k y^s`` in ``prod_{j != i} (1 + x y^{w_j})``, computed by the
     generating-function recursion of Mann & Shapley (1962) [4]_ in
-    O(n^3 W) integer operations (W the total weight); the counts are exact
-    integers.
+    O(n^3 W) operations (W the total weight); the counts are exact integers
+    for up to 63 players.
     """
 
     def __init__(self, weights: Any, quota: float | None = None) -> None:
@@ -224,10 +224,12 @@ class WeightedVotingGame(Game):
         # weight of a coalition of k others: k! (n - k - 1)! / n!
         size_weight = np.array([1.0 / (n * math.comb(n - 1, k)) for k in range(n)])
         sums = np.arange(total + 1)
+        # C(n-1, k) fits in int64 up to n = 63; beyond, float counts (rel. 1e-16)
+        count_type = np.int64 if n <= 63 else np.float64
         values = np.zeros(n)
         for i in range(n):
             # counts[k, s]: coalitions of the players other than i, size k, weight s
-            counts = np.zeros((n, total + 1), dtype=np.int64)
+            counts = np.zeros((n, total + 1), dtype=count_type)
             counts[0, 0] = 1
             for j in range(n):
                 if j == i:
