@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -106,6 +107,12 @@ _positive_float = _argument_type(
     float, lambda v: 0 < v < float("inf"), "a positive number"
 )
 _fraction = _argument_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?[\w.\-\[\]:]+$")
+_scheduler_address = _argument_type(
+    str,
+    lambda v: bool(_SCHEDULER_ADDRESS.match(v)),
+    "a scheduler address such as tcp://10.0.0.5:8786",
+)
 
 
 # -- shared helpers --------------------------------------------------------------
@@ -257,12 +264,20 @@ def _connect(args: argparse.Namespace, stack: ExitStack) -> Any:
         _say(f"connecting to the Dask scheduler at {args.scheduler} ...")
         try:
             client = stack.enter_context(
-                Client(args.scheduler, timeout="20s", set_as_default=False)
+                Client(args.scheduler, timeout="10s", set_as_default=False)
             )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise CommandError(
                 f"could not connect to the scheduler at {args.scheduler}: {exc}"
             ) from exc
+        if not client.nthreads():
+            _say("waiting up to 60 s for a worker to join ...")
+            try:
+                client.wait_for_workers(1, timeout=60)
+            except TimeoutError as exc:
+                raise CommandError(
+                    f"the scheduler at {args.scheduler} has no workers"
+                ) from exc
     elif args.workers is not None:
         from distributed import Client, LocalCluster
 
@@ -362,6 +377,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--scheduler",
+        type=_scheduler_address,
         default=None,
         metavar="ADDRESS",
         help="run on a running Dask cluster, e.g. tcp://10.0.0.5:8786",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,7 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
         ["demo", "--truncation", "1.5"],
         ["demo", "--budget", "10", "--samples", "10"],
         ["demo", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"],
+        ["demo", "--scheduler", "nonsense://x"],
         ["nope"],
     ],
 )
@@ -149,6 +151,20 @@ def test_unwritable_output_fails_before_any_work(
     assert f"the directory {missing.parent} does not exist" in err
     assert "is a directory" in err
     assert time.monotonic() - began < 5  # no cluster was started
+
+
+def test_unreachable_scheduler_fails_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    assert main(["demo", "--scheduler", address]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"daskval demo: error: could not connect to the scheduler at {address}" in err
+    )
 
 
 def test_every_command_has_a_parser() -> None:
