@@ -58,12 +58,25 @@ class StoppingCriterion(ABC):
     def reset(self) -> None:
         """Forget the state of an earlier run (called when a run starts)."""
 
-    def sample_budget(self) -> int | None:
-        """A hard cap on samples implied by this criterion, or None."""
-        return None
+    def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
+        """The sample count at which sample and evaluation counts alone end a run.
 
-    def evaluation_budget(self) -> int | None:
-        """A hard cap on utility evaluations implied by this criterion, or None."""
+        Parameters
+        ----------
+        evaluations : np.ndarray of int
+            ``evaluations[i]``: utility calls spent by the first ``offset + i``
+            samples, anchors included, for every sample known so far.
+        offset : int
+            The number of samples before ``evaluations[0]``.
+
+        Returns
+        -------
+        int or None
+            The number of samples K the run must hold, when counts decide it
+            and the known samples suffice to tell (the engine then cuts the
+            run at exactly K, whatever finished first); None when the
+            criterion depends on values or time, or may be met later.
+        """
         return None
 
     @abstractmethod
@@ -92,13 +105,15 @@ def _as_criterion(value: Any, op: str) -> StoppingCriterion:
     return value
 
 
-def _min_budget(a: int | None, b: int | None) -> int | None:
+def _min_stop(a: int | None, b: int | None) -> int | None:
+    # an undecided side ends at or after every known sample, so the decided
+    # side is the earlier one
     if a is None:
         return b
     return a if b is None else min(a, b)
 
 
-def _max_budget(a: int | None, b: int | None) -> int | None:
+def _max_stop(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else max(a, b)
 
 
@@ -118,11 +133,11 @@ class _Or(StoppingCriterion):
         self.a.reset()
         self.b.reset()
 
-    def sample_budget(self) -> int | None:
-        return _min_budget(self.a.sample_budget(), self.b.sample_budget())
-
-    def evaluation_budget(self) -> int | None:
-        return _min_budget(self.a.evaluation_budget(), self.b.evaluation_budget())
+    def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
+        return _min_stop(
+            self.a.count_stop(evaluations, offset),
+            self.b.count_stop(evaluations, offset),
+        )
 
     def describe(self) -> str:
         return f"({self.a.describe()} | {self.b.describe()})"
@@ -136,11 +151,11 @@ class _And(_Or):
     def completion(self, snap: Snapshot) -> float:
         return min(self.a.completion(snap), self.b.completion(snap))
 
-    def sample_budget(self) -> int | None:
-        return _max_budget(self.a.sample_budget(), self.b.sample_budget())
-
-    def evaluation_budget(self) -> int | None:
-        return _max_budget(self.a.evaluation_budget(), self.b.evaluation_budget())
+    def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
+        return _max_stop(
+            self.a.count_stop(evaluations, offset),
+            self.b.count_stop(evaluations, offset),
+        )
 
     def describe(self) -> str:
         return f"({self.a.describe()} & {self.b.describe()})"
@@ -184,8 +199,8 @@ class MaxSamples(StoppingCriterion):
     def completion(self, snap: Snapshot) -> float:
         return min(1.0, snap.n_samples / self.k)
 
-    def sample_budget(self) -> int | None:
-        return self.k
+    def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
+        return self.k if offset + len(evaluations) - 1 >= self.k else None
 
     def describe(self) -> str:
         return f"MaxSamples({self.k})"
@@ -210,8 +225,12 @@ class MaxEvaluations(StoppingCriterion):
     def completion(self, snap: Snapshot) -> float:
         return min(1.0, snap.n_evaluations / self.n)
 
-    def evaluation_budget(self) -> int | None:
-        return self.n
+    def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
+        over = np.flatnonzero(evaluations > self.n)
+        if len(over) == 0:
+            return None  # every known sample fits: a later one may too
+        # the one-off anchor evaluations are spent whatever the budget
+        return max(0, offset + int(over[0]) - 1)
 
     def describe(self) -> str:
         return f"MaxEvaluations({self.n})"

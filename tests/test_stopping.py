@@ -34,6 +34,11 @@ def snap(
     return Snapshot(v, s, c, n_samples, n_evaluations, elapsed)
 
 
+def costs(n_samples: int, *, per_sample: int, anchors: int = 2) -> np.ndarray:
+    """Cumulative evaluations after 0 .. n_samples samples of a fixed cost."""
+    return anchors + per_sample * np.arange(n_samples + 1)
+
+
 # --------------------------------------------------------------------------
 # single criteria
 
@@ -43,7 +48,9 @@ def test_max_samples() -> None:
     assert not stop.check(snap(n_samples=9)) and stop.check(snap(n_samples=10))
     assert stop.completion(snap(n_samples=5)) == 0.5
     assert stop.completion(snap(n_samples=30)) == 1.0
-    assert (stop.sample_budget(), stop.evaluation_budget()) == (10, None)
+    assert stop.count_stop(costs(9, per_sample=3), 0) is None  # 10th not known yet
+    assert stop.count_stop(costs(10, per_sample=3), 0) == 10
+    assert stop.count_stop(costs(5, per_sample=3), offset=8) == 10
     assert repr(stop) == "MaxSamples(10)"
 
 
@@ -52,7 +59,12 @@ def test_max_evaluations() -> None:
     assert not stop.check(snap(n_evaluations=199))
     assert stop.check(snap(n_evaluations=200))
     assert stop.completion(snap(n_evaluations=50)) == 0.25
-    assert (stop.sample_budget(), stop.evaluation_budget()) == (None, 200)
+    # 2 anchor calls, then 3 per sample: 66 samples cost 200, the 67th overshoots
+    assert stop.count_stop(costs(66, per_sample=3), 0) is None
+    assert stop.count_stop(costs(67, per_sample=3), 0) == 66
+    assert stop.count_stop(costs(80, per_sample=3), 0) == 66
+    # anchors alone over budget: they are spent anyway, and no sample fits
+    assert dv.MaxEvaluations(1).count_stop(costs(3, per_sample=3), 0) == 0
     assert stop.describe() == "MaxEvaluations(200)"
 
 
@@ -61,7 +73,7 @@ def test_max_time() -> None:
     assert not stop.check(snap(elapsed=2.4)) and stop.check(snap(elapsed=2.5))
     assert stop.completion(snap(elapsed=1.0)) == pytest.approx(0.4)
     assert stop.completion(snap(elapsed=9.0)) == 1.0
-    assert (stop.sample_budget(), stop.evaluation_budget()) == (None, None)
+    assert stop.count_stop(costs(10**4, per_sample=3), 0) is None
 
 
 def test_max_stderr_needs_every_player_below_the_threshold() -> None:
@@ -138,24 +150,31 @@ def test_not_inverts_and_double_negation_is_the_original() -> None:
     assert ~stop is inner
 
 
-def test_budgets_of_combinations() -> None:
+def test_count_stops_of_combinations() -> None:
     samples10, samples5 = dv.MaxSamples(10), dv.MaxSamples(5)
     evals, time = dv.MaxEvaluations(100), dv.MaxTime(1)
-    # either: the smaller cap binds
-    assert (samples10 | samples5).sample_budget() == 5
-    assert (samples10 | time).sample_budget() == 10
-    assert (samples10 | evals).sample_budget() == 10
-    assert (samples10 | evals).evaluation_budget() == 100
-    # both: the larger cap, and none if one side is unbounded
-    assert (samples10 & samples5).sample_budget() == 10
-    assert (samples10 & time).sample_budget() is None
-    assert (samples10 & evals).sample_budget() is None
-    assert (samples10 & evals).evaluation_budget() is None
-    # not: "not yet 10 samples" is no cap at all
-    assert (~samples10).sample_budget() is None
-    assert (~~samples10).sample_budget() == 10
+    known = costs(200, per_sample=3)  # evaluations: 2 + 3 j; 100 fits 32 samples
+
+    def stop_at(criterion: dv.StoppingCriterion) -> int | None:
+        return criterion.count_stop(known, 0)
+
+    # either: the earlier count ends the run
+    assert stop_at(samples10 | samples5) == 5
+    assert stop_at(samples10 | time) == 10
+    assert stop_at(samples10 | evals) == 10
+    assert stop_at(dv.MaxSamples(50) | evals) == 32
+    # both: the later count, and no count-decided end if one side is not counts
+    assert stop_at(samples10 & samples5) == 10
+    assert stop_at(samples10 & time) is None
+    assert stop_at(samples10 & evals) == 32
+    assert stop_at(dv.MaxSamples(50) & evals) == 50
+    # not: "not yet 10 samples" is no count-decided end at all
+    assert stop_at(~samples10) is None
+    assert stop_at(~~samples10) == 10
     nested = (samples10 | evals) & (samples5 | dv.MaxEvaluations(300))
-    assert (nested.sample_budget(), nested.evaluation_budget()) == (10, 300)
+    assert stop_at(nested) == 10
+    # undecided until enough samples are known
+    assert (samples10 & evals).count_stop(costs(20, per_sample=3), 0) is None
 
 
 def test_completion_of_nested_combinations_stays_in_the_unit_interval() -> None:

@@ -50,6 +50,8 @@ logger = logging.getLogger("daskval")
 
 # a task's contribution matrix (samples x players floats) stays below this
 _MAX_TASK_BYTES = 64 * 2**20
+# sample counts up to which the client works out a count budget's cap up front
+_CAP_HORIZON = 2**20
 
 
 @dataclass
@@ -190,7 +192,7 @@ class ValuationHandle:
             plan.bind_anchors(values)
             del anchors
 
-        cap, eval_budget = self._budgets(anchor_stats.n_evaluations)
+        cap = self._sample_cap(anchor_stats.n_evaluations)
         state = initial_partial(plan, anchor_stats)
         task_bytes = len(cloudpickle.dumps((leaf_task, plugin, plan, 0, 1)))
         seconds_per_sample = (
@@ -265,7 +267,7 @@ class ValuationHandle:
                 merged = client.submit(
                     merge_task,
                     prefix,
-                    eval_budget,
+                    stop,
                     plugin,
                     plan,
                     *leaves,
@@ -295,23 +297,20 @@ class ValuationHandle:
         self._progress.status = status
         return self._make_result(state, status, begin, task_bytes, client)
 
-    def _budgets(self, anchor_evaluations: int) -> tuple[int | None, int | None]:
-        """The sample cap and the evaluation budget left for the merge to enforce."""
+    def _sample_cap(self, anchor_evaluations: int) -> int | None:
+        """An upper bound on the samples the run may hold (exact for fixed costs).
+
+        With a varying cost per sample, evaluation budgets are cut exactly by
+        the merge tasks, which see every sample's cost.
+        """
         plan, stop = self.plan, self.valuation.stop
-        cap = _min_cap(
-            plan.sample_limit(), None if stop is None else stop.sample_budget()
-        )
-        eval_budget = None if stop is None else stop.evaluation_budget()
-        if eval_budget is not None:
-            fixed = plan.fixed_evaluations_per_sample()
-            room = max(0, eval_budget - anchor_evaluations)
-            if fixed:
-                # constant cost per sample: the cut is known up front
-                cap = _min_cap(cap, room // fixed)
-                eval_budget = None
-            elif room == 0:
-                cap = 0
-        return cap, eval_budget
+        cap = plan.sample_limit()
+        if stop is None:
+            return cap
+        horizon = _CAP_HORIZON if cap is None else min(cap, _CAP_HORIZON)
+        cheapest = plan.fixed_evaluations_per_sample() or 0
+        spent = anchor_evaluations + cheapest * np.arange(horizon + 1, dtype=np.int64)
+        return _min_cap(cap, stop.count_stop(spent, 0))
 
     def _task_size(
         self,

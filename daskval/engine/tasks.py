@@ -14,6 +14,7 @@ from distributed import WorkerPlugin, get_worker
 
 from daskval.accumulate import Partial
 from daskval.plan import Plan, evaluate_anchors, evaluate_range
+from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
 
 __all__ = ["UtilityPlugin", "anchors_task", "leaf_task", "merge_task"]
@@ -63,34 +64,43 @@ def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
 
 def merge_task(
     prefix: Partial,
-    eval_budget: int | None,
+    stop: StoppingCriterion | None,
     plugin_name: str,
     plan: Plan,
     *leaves: Partial,
 ) -> Partial:
     """Append adjacent ``leaves`` to ``prefix``, in sample order.
 
-    With an evaluation budget, the longest run of samples that fits is kept:
-    a leaf that would overshoot is re-run up to the last sample that fits,
-    and the state is marked exhausted.
+    When sample and evaluation counts decide where the run ends
+    (``stop.count_stop``), the state is cut at exactly that sample: a leaf
+    that reaches past it is re-run up to it, and the state is marked
+    exhausted, so the result never depends on which task finished first.
     """
     state = prefix
     for leaf in leaves:
         if state.exhausted:
             break
-        room = None if eval_budget is None else eval_budget - state.n_evaluations
-        if room is None or leaf.n_evaluations <= room:
+        end = _count_stop(stop, state, leaf)
+        if end is None or end >= leaf.stop:
             state = state.merge(leaf)
-            continue
-        assert leaf.sample_evaluations is not None
-        fits = int(
-            np.searchsorted(np.cumsum(leaf.sample_evaluations), room, side="right")
-        )
-        if fits > 0:
-            cut = evaluate_range(
-                plan, worker_utility(plugin_name), leaf.start, leaf.start + fits
-            )
-            state = state.merge(cut)
-        # never mutate a task's input: Dask may hold (or recompute from) it
-        state = replace(state, exhausted=True)
+        elif end > leaf.start:
+            utility = worker_utility(plugin_name)
+            state = state.merge(evaluate_range(plan, utility, leaf.start, end))
+        if end is not None:
+            # never mutate a task's input: Dask may hold (or recompute from) it
+            state = replace(state, exhausted=True)
     return replace(state, sample_evaluations=None)
+
+
+def _count_stop(
+    stop: StoppingCriterion | None, state: Partial, leaf: Partial
+) -> int | None:
+    """Where counts end the run, judged on the samples up to the end of ``leaf``."""
+    if stop is None:
+        return None
+    assert leaf.sample_evaluations is not None
+    spent = state.n_evaluations + np.concatenate(
+        ([0], np.cumsum(leaf.sample_evaluations, dtype=np.int64))
+    )
+    end = stop.count_stop(spent, state.stop)
+    return None if end is None else max(end, state.stop)
