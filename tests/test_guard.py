@@ -159,15 +159,6 @@ def test_stdin_script_never_hangs(stdin_run: Run) -> None:
     assert stdin_run.seconds < 120
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: a script read from stdin passes the guard check (its "
-        "__file__ is '<stdin>'), then spawned workers try to run "
-        "'<cwd>/<stdin>' and LocalCluster raises 'RuntimeError: Nanny failed "
-        "to start.' instead of a daskval error that says what to do"
-    ),
-)
 def test_stdin_script_runs_or_says_how_to_fix_it(stdin_run: Run) -> None:
     if stdin_run.returncode == 0:
         assert stdin_run.values() == pytest.approx(EXPECTED, abs=1e-9)

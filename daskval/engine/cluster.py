@@ -60,6 +60,7 @@ def embedded_client() -> Client:
         if _embedded is not None and _embedded[1].status == "running":
             return _embedded[1]
         check_main_guard()
+        _forget_unimportable_main_file()
         from dask.system import CPU_COUNT
 
         cluster = LocalCluster(
@@ -123,6 +124,27 @@ def _inside_main_guard(tree: ast.Module, line: int) -> bool:
         if is_guard and node.lineno <= line <= end:
             return True
     return False
+
+
+def _forget_unimportable_main_file() -> None:
+    """Let workers start when ``__main__`` claims a file that does not exist.
+
+    A script piped into ``python -`` has ``__file__ == "<stdin>"``; spawned
+    worker processes would try to run a file of that name and fail ("Nanny
+    failed to start"). Without ``__file__`` they start clean, as they do for
+    ``python -c``; functions defined in such a script reach the workers by
+    value (cloudpickle), so nothing else changes.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if (
+        main is not None
+        and path is not None
+        and spec is None
+        and not os.path.isfile(path)
+    ):
+        del main.__file__
 
 
 def check_main_guard() -> None:
