@@ -320,6 +320,19 @@ def _check_model(model: Any) -> None:
         raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
 
 
+def _check_picklable(value: Any, name: str) -> None:
+    """Raise naming ``name`` if cloudpickle cannot ship ``value`` to the workers."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(value)
+    except Exception as exc:
+        raise TypeError(
+            f"{name} must be picklable to reach the workers: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _check_default(default: Any) -> float:
     """``default`` as a float, or raise naming it."""
     if (
@@ -523,6 +536,8 @@ class ModelUtility(Utility):
         self.seed = _check_utility_seed(seed)
         self.n = data.n
         self._scorer = _resolve_scoring(scoring)
+        _check_picklable(model, "model")
+        _check_picklable(scoring, "scoring")
         _check_model_fits_task(model, data, scoring, self._scorer)
         self._fast_accuracy = scoring in _FAST_SCORERS
         self._models = _FreshModels(model)

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC
 
 import daskval as dv
@@ -78,9 +80,9 @@ def _valid_valuation() -> dv.ShapleyValuation:
     )
 
 
-def _unpicklable_fn() -> Callable[[np.ndarray], float]:
+def _unpicklable_fn() -> Callable[..., Any]:
     lock = threading.Lock()
-    return lambda players: float(lock.locked())
+    return lambda *args: float(lock.locked())
 
 
 def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -159,6 +161,14 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
      ("seed", "integer")),
     ("unpicklable fn", lambda: dv.FunctionUtility(_unpicklable_fn(), 3), TypeError,
      ("fn", "picklable")),
+    ("unpicklable model step",
+     lambda: dv.ModelUtility(
+         make_pipeline(FunctionTransformer(_unpicklable_fn()), LogisticRegression()),
+         _data(),
+     ), TypeError, ("model", "picklable")),
+    ("unpicklable scorer",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), scoring=_unpicklable_fn()),
+     TypeError, ("scoring", "picklable")),
     ("fn not callable", lambda: dv.FunctionUtility(42, 3), TypeError,  # type: ignore[arg-type]
      ("fn", "callable")),
     ("zero players", lambda: dv.FunctionUtility(constant, 0), ValueError,
