@@ -188,11 +188,23 @@ def test_a_failing_task_raises_a_valuation_error(client: Client) -> None:
         valuation.fit(client=client)
 
 
-def test_a_budget_spent_on_the_anchors_ends_with_no_samples(client: Client) -> None:
+def test_a_budget_the_anchors_use_up_is_refused_up_front() -> None:
     valuation = dv.ShapleyValuation(
         dv.FunctionUtility(majority, 6), stop=dv.MaxEvaluations(2), seed=0
     )
-    result = valuation.fit(client=client).result_
+    # no client is given and none may be started: the check comes first
+    with pytest.raises(ValueError, match="cannot pay for a single sample"):
+        valuation.submit(client=object())
+
+
+def test_exact_enumeration_sizes_its_tasks_from_a_timed_sample(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(majority, 6), sampler=dv.ExactSampler()
+    )
+    with graph_bytes(client) as sent:
+        result = valuation.fit(client=client).result_
     assert result is not None
-    assert (result.n_samples, result.n_evaluations) == (0, 2)
-    assert np.isinf(result.stderr).all()
+    leaves = [k for keys, _ in sent for k in keys if "daskval-leaf" in k]
+    # 64 subsets of a microsecond game: one timed probe, then a few large tasks
+    assert len(leaves) <= 6, leaves
+    np.testing.assert_allclose(result.values.sum(), 1.0, atol=1e-12)

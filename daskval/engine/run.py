@@ -211,6 +211,24 @@ class ValuationHandle:
         merges.append(prefix)  # so that a run with nothing to sample still ends
         merged_stop = 0  # end of the last range handed to a merge
         next_start = 0
+        if (
+            seconds_per_sample is None
+            and settings.samples_per_task is None
+            and (cap is None or cap > 0)
+        ):
+            # nothing timed yet (no anchors): time one sample before sizing tasks
+            probe = client.submit(
+                leaf_task,
+                plugin,
+                plan,
+                0,
+                1,
+                pure=False,
+                key=f"daskval-leaf-{self.run_id}-0-1",
+            )
+            seconds_per_sample = max(self._wait_for(probe, 0, 1).compute_seconds, 1e-6)
+            in_flight[probe] = (0, 1)
+            next_start = 1
         last_merge = last_check = time.monotonic()
         status = "completed"
         n_threads = sum(client.nthreads().values()) or 1
@@ -327,10 +345,23 @@ class ValuationHandle:
             size = 1
         else:
             size = int(settings.target_task_seconds / seconds_per_sample)
-        if cap is not None:
-            # leave every thread a share of what remains
-            size = min(size, -(-(cap - next_start) // (2 * n_threads)))
+        remaining = None if cap is None else cap - next_start
+        if remaining is not None and (
+            seconds_per_sample is None
+            or seconds_per_sample * remaining > settings.target_task_seconds
+        ):
+            # leave every thread a share of what remains, unless it is less
+            # work than one task
+            size = min(size, -(-remaining // (2 * n_threads)))
         return int(min(max(1, size), largest))
+
+    def _wait_for(self, future: Future, start: int, end: int) -> Partial:
+        try:
+            partial: Partial = future.result()
+        except Exception:
+            self._raise_task_failure(future, start, end)
+            raise
+        return partial
 
     def _fetch_newest(self, merges: deque[Future]) -> Partial | None:
         """The newest finished merge's state; older merges are released."""
@@ -445,6 +476,22 @@ class ValuationHandle:
         )
 
 
+def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
+    """Refuse a count budget that the one-off anchor evaluations already use up."""
+    stop = valuation.stop
+    if stop is None:
+        return
+    anchors = len(plan.anchors())
+    cheapest = plan.fixed_evaluations_per_sample() or 0
+    spent = np.array([anchors, anchors + cheapest])
+    if stop.count_stop(spent, 0) == 0:
+        raise ValueError(
+            f"stop={stop.describe()} cannot pay for a single sample: the run "
+            f"spends {anchors} evaluations on u(empty) and u(N) first and "
+            f"{cheapest or 'at least 1'} per sample; raise the budget"
+        )
+
+
 def start_run(
     valuation: Valuation, *, client: Any = None, samples_per_task: int | None = None
 ) -> ValuationHandle:
@@ -454,6 +501,7 @@ def start_run(
 
         check_positive_int(samples_per_task, "samples_per_task")
     plan = valuation.make_plan()  # validates everything before touching a cluster
+    _check_budget_pays_for_a_sample(valuation, plan)
     resolved = resolve_client(client)
     settings = RunSettings(samples_per_task=samples_per_task)
     return ValuationHandle(valuation, plan, resolved, settings).start()
