@@ -10,6 +10,12 @@ import pytest
 from distributed import Client, LocalCluster
 
 IN_CI = bool(os.environ.get("CI"))
+# as on the embedded cluster: one BLAS thread per single-threaded worker
+BLAS_ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def _cluster(n_workers: int) -> Iterator[Client]:
@@ -21,6 +27,7 @@ def _cluster(n_workers: int) -> Iterator[Client]:
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
+            env=dict(BLAS_ONE_THREAD),
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):

@@ -452,6 +452,7 @@ class ValuationHandle:
             "max_fetch_bytes": self._progress.max_fetch_bytes,
             "accumulator_bytes": initial_partial(plan).nbytes,
             "warnings": dict(stats.warnings),
+            "n_failed": stats.n_failed,
             "first_failure": stats.first_failure,
             "budget_exhausted": state.exhausted,
             "versions": {
