@@ -24,6 +24,7 @@ import logging
 import time
 from typing import Any
 
+from cpumeter import CpuMeter
 from workloads import (
     BLAS_ENV,
     SEED,
@@ -91,9 +92,11 @@ def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
     arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
     cluster, client, startup = start_cluster(workers, model_modules(workload.model))
     try:
+        meter = CpuMeter().start()
         begin = time.perf_counter()
         valuation = make_valuation(workload, arrays, model).fit(client=client)
         wall = time.perf_counter() - begin
+        cpu = meter.stop()
     finally:
         client.close()
         cluster.close()
@@ -102,10 +105,13 @@ def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
     return {
         "wall_seconds": wall,
         "startup_seconds": startup["cluster"] + startup["warmup"],
+        "cpu_seconds": cpu["cpu_seconds"],
         "workers": workers,
         "samples": int(result.n_samples),
         "evaluations": int(result.n_evaluations),
         "extra": {
+            "cpu_client_scheduler_seconds": cpu["cpu_own_seconds"],
+            "cpu_workers_nannies_seconds": cpu["cpu_children_seconds"],
             "cluster_start_seconds": startup["cluster"],
             "warmup_seconds": startup["warmup"],
             "engine_elapsed_seconds": meta.get("elapsed_seconds"),
@@ -125,6 +131,7 @@ def run_sequential(workload: Workload) -> dict[str, Any]:
     from daskval.plan import evaluate_anchors, evaluate_range
 
     arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
+    meter = CpuMeter().start()
     begin = time.perf_counter()
     valuation = make_valuation(workload, arrays, model)
     plan = valuation.make_plan()
@@ -134,6 +141,7 @@ def run_sequential(workload: Workload) -> dict[str, Any]:
     wall = time.perf_counter() - begin
     return {
         "wall_seconds": wall,
+        "cpu_seconds": meter.stop()["cpu_seconds"],
         "startup_seconds": 0.0,
         "workers": 1,
         "samples": int(partial.stop - partial.start),

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from cpumeter import CpuMeter
 from workloads import (
     emit,
     make_data,
@@ -42,6 +43,7 @@ def ideal_loop(
     scorer = get_scorer("accuracy")
     fit_seconds = score_seconds = 0.0
     fits = failures = 0
+    meter = CpuMeter().start()
     begin = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,8 +60,10 @@ def ideal_loop(
             scorer(fitted, x_test, y_test)
             score_seconds += time.perf_counter() - t1
             fit_seconds += t1 - t0
+    wall = time.perf_counter() - begin
     return {
-        "wall_seconds": time.perf_counter() - begin,
+        "wall_seconds": wall,
+        "cpu_seconds": meter.stop()["cpu_seconds"],
         "fit_seconds": fit_seconds,
         "score_seconds": score_seconds,
         "fits": fits,
@@ -82,6 +86,7 @@ def main() -> None:
             "contender": "ideal",
             "workload": workload.id,
             "wall_seconds": timing["wall_seconds"],
+            "cpu_seconds": timing["cpu_seconds"],
             "startup_seconds": 0.0,
             "workers": 1,
             "samples": workload.budget,

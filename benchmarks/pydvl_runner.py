@@ -2,7 +2,8 @@
 
 Runs in pyDVL's own environment (numpy<2; see setup_pydvl_venv.sh) and
 imports only pydvl, scikit-learn, numpy, joblib (which pyDVL parallelises
-with) and the shared workloads module; never daskval.
+with) and the harness's own stdlib-only modules (workloads, cpumeter); never
+daskval.
 
 Permutation Shapley (W1, W4)::
 
@@ -32,6 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cpumeter import CpuMeter
 from pydvl.valuation import (
     Dataset,
     MaxUpdates,
@@ -121,10 +123,13 @@ def start_pool(jobs: int, modules: list[str]) -> tuple[float, list[int]]:
     return time.perf_counter() - begin, sorted(set(pids))
 
 
-def run_permutation(workload: Workload, counter_dir: str) -> tuple[Any, float]:
+def run_permutation(
+    workload: Workload, counter_dir: str
+) -> tuple[Any, float, dict[str, Any]]:
     """TMC-Shapley without truncation, for ``workload.budget`` permutations."""
     x_train, y_train, x_test, y_test = make_data(workload.n_train, workload.n_test)
     model = model_of(workload)
+    meter = CpuMeter().start()
     begin = time.perf_counter()
     train, test = Dataset(x_train, y_train), Dataset(x_test, y_test)
     scorer = SupervisedScorer("accuracy", test, default=0, range=(0, 1))
@@ -139,7 +144,8 @@ def run_permutation(workload: Workload, counter_dir: str) -> tuple[Any, float]:
         seed=SEED,
     )
     valuation.fit(train)
-    return valuation.result, time.perf_counter() - begin
+    wall = time.perf_counter() - begin
+    return valuation.result, wall, meter.stop()
 
 
 def main() -> None:
@@ -154,7 +160,7 @@ def main() -> None:
     try:
         with parallel_config(backend="loky", n_jobs=args.workers):
             startup, pool_pids = start_pool(args.workers, model_modules(workload.model))
-            result, wall = run_permutation(workload, counter_dir)
+            result, wall, cpu = run_permutation(workload, counter_dir)
         fits_performed, empty_calls, eval_pids = read_counts(counter_dir)
     finally:
         shutil.rmtree(counter_dir, ignore_errors=True)
@@ -165,6 +171,7 @@ def main() -> None:
             "contender": "pydvl" if args.workers > 1 else "pydvl_1job",
             "workload": workload.id,
             "wall_seconds": wall,
+            "cpu_seconds": cpu["cpu_seconds"],
             "startup_seconds": startup,
             "workers": args.workers,
             "samples": samples,
@@ -174,6 +181,8 @@ def main() -> None:
             "fits_performed": fits_performed,
             "extra": {
                 "samples_started": empty_calls,
+                "cpu_main_seconds": cpu["cpu_own_seconds"],
+                "cpu_workers_seconds": cpu["cpu_children_seconds"],
                 "min_count": int(counts.min()),
                 "max_count": samples,
                 "processes_evaluating": len(eval_pids),

@@ -250,6 +250,8 @@ def emit(record: dict[str, Any]) -> None:
 
     - ``contender``, ``workload``;
     - ``wall_seconds``: the valuation alone (start-up excluded);
+    - ``cpu_seconds``: CPU time of the runner and all its descendants over the
+      same stretch (see cpumeter.py);
     - ``startup_seconds``: cluster / worker-pool start-up, or 0;
     - ``workers``: processes evaluating utilities in parallel;
     - ``samples``: samples (permutations) in the result;
