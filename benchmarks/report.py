@@ -9,6 +9,11 @@ per fit): the ideal parallel time of a contender's own work is
 wall-time ratio to the ideal at equal work. Only non-empty coalitions count as
 fits (u(empty) is free for every contender), and only fits that entered the
 result (pyDVL's discarded in-flight work is reported apart).
+
+The same ratios prefixed ``cpu`` divide CPU-milliseconds per fit (CPU time of
+the contender's processes, see cpumeter.py): on a shared machine they measure
+the work done regardless of how much of the machine a contender got, but they
+do not see idle time, which the wall-time ratios do.
 """
 
 from __future__ import annotations
@@ -68,12 +73,25 @@ _FIELDS = (
     "fits",
     "fits_performed",
     "cost_ms",
+    "cpu_seconds",
+    "cpu_ms",
 )
 
 
 def cost_ms(run: dict[str, Any]) -> float:
     """Core-milliseconds per fit of one run."""
     return 1e3 * run["wall_seconds"] * run["workers"] / max(1, run["fits"])
+
+
+def cpu_ms(run: dict[str, Any]) -> float | None:
+    """CPU-milliseconds per fit of one run (None when not measured)."""
+    if run.get("cpu_seconds") is None:
+        return None
+    return 1e3 * run["cpu_seconds"] / max(1, run["fits"])
+
+
+def _with_costs(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "cost_ms": cost_ms(run), "cpu_ms": cpu_ms(run)}
 
 
 def _median(values: Iterable[float]) -> float | None:
@@ -83,7 +101,7 @@ def _median(values: Iterable[float]) -> float | None:
 
 def summarise_contender(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians (and the spread of wall times) over a contender's good runs."""
-    good = [{**r, "cost_ms": cost_ms(r)} for r in runs if "error" not in r]
+    good = [_with_costs(r) for r in runs if "error" not in r]
     summary: dict[str, Any] = {
         "repeats": len(good),
         "failed": len(runs) - len(good),
@@ -100,15 +118,19 @@ def summarise_contender(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paired(
-    runs: dict[str, list[dict[str, Any]]], top: str, bottom: str
+    runs: dict[str, list[dict[str, Any]]], top: str, bottom: str, field: str
 ) -> float | None:
-    """The median over repeats of the ratio within each repeat."""
-    by_repeat = {r["repeat"]: r for r in runs.get(bottom, []) if "error" not in r}
-    ratios = [
-        cost_ms(r) / cost_ms(by_repeat[r["repeat"]])
-        for r in runs.get(top, [])
-        if "error" not in r and r["repeat"] in by_repeat
-    ]
+    """The median over repeats of the ratio of ``field`` within each repeat."""
+    by_repeat = {
+        r["repeat"]: _with_costs(r) for r in runs.get(bottom, []) if "error" not in r
+    }
+    ratios = []
+    for run in runs.get(top, []):
+        if "error" in run or run["repeat"] not in by_repeat:
+            continue
+        a, b = _with_costs(run)[field], by_repeat[run["repeat"]][field]
+        if a and b:
+            ratios.append(a / b)
     return _median(ratios)
 
 
@@ -121,9 +143,10 @@ def summarise_workload(
     paired: dict[str, float | None] = {}
     for name, (top, bottom) in RATIOS.items():
         a, b = contenders.get(top, {}), contenders.get(bottom, {})
-        if a.get("cost_ms") and b.get("cost_ms"):
-            ratios[name] = a["cost_ms"] / b["cost_ms"]
-            paired[name] = _paired(runs, top, bottom)
+        for prefix, field in (("", "cost_ms"), ("cpu ", "cpu_ms")):
+            if a.get(field) and b.get(field):
+                ratios[prefix + name] = a[field] / b[field]
+                paired[prefix + name] = _paired(runs, top, bottom, field)
     if "daskval" in contenders and "pydvl" in contenders:
         walls = (
             contenders["daskval"].get("wall_seconds"),
@@ -138,6 +161,7 @@ def summarise_workload(
             "meaning": meaning,
             "value": ratios.get(name),
             "met": None if name not in ratios else ratios[name] <= bound,
+            "cpu_value": ratios.get("cpu " + name),
         }
         for name, bound, meaning in TARGETS.get(spec["id"], [])
     ]
@@ -182,14 +206,15 @@ def _num(value: Any, digits: int = 2) -> str:
 def format_workload(summary: dict[str, Any], cores: int) -> str:
     """The printed table of one workload."""
     spec, contenders = summary["spec"], summary["contenders"]
-    ideal_cost = contenders.get("ideal", {}).get("cost_ms")
+    ideal = contenders.get("ideal", {})
+    ideal_cost, ideal_cpu = ideal.get("cost_ms"), ideal.get("cpu_ms")
     lines = [
         f"{spec['id']}: {spec['title']}",
         f"    {spec['n_train']} train / {spec['n_test']} test points, budget "
         f"{spec['budget']} permutations, medians of the repeats below",
         f"{'contender':31} {'procs':>5} {'reps':>4} {'start s':>8} {'wall s':>8}"
         f" {'(min-max)':>13} {'samples':>7} {'evals':>6} {'fits':>6}"
-        f" {'core-ms/fit':>11} {'x ideal':>7}",
+        f" {'core-ms/fit':>11} {'x ideal':>7} {'cpu-ms/fit':>10} {'x ideal':>7}",
     ]
     for name, c in contenders.items():
         if not c.get("repeats"):
@@ -197,12 +222,15 @@ def format_workload(summary: dict[str, Any], cores: int) -> str:
             continue
         spread = f"{c['wall_min']:.1f}-{c['wall_max']:.1f}"
         ratio = c["cost_ms"] / ideal_cost if ideal_cost else None
+        cpu = c.get("cpu_ms")
+        cpu_ratio = cpu / ideal_cpu if cpu and ideal_cpu else None
         lines.append(
             f"{LABELS.get(name, name):31} {c['workers']:>5} {c['repeats']:>4}"
             f" {_num(c['startup_seconds']):>8} {_num(c['wall_seconds']):>8}"
             f" {spread:>13} {_num(int(c['samples'])):>7}"
             f" {_num(int(c['evaluations'])):>6} {_num(int(c['fits'])):>6}"
             f" {_num(c['cost_ms']):>11} {_num(ratio):>7}"
+            f" {_num(cpu):>10} {_num(cpu_ratio):>7}"
         )
         if name == "ideal":
             lines.append(
@@ -210,15 +238,18 @@ def format_workload(summary: dict[str, Any], cores: int) -> str:
                 f" {_num(c['wall_seconds'] / cores):>8}"
             )
     lines.append("  * diagnostic contenders")
-    lines.append(
-        "  ratios (per-evaluation cost, medians): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in summary["ratios"].items())
-    )
+    for title, cpu_only in (("wall", False), ("CPU", True)):
+        shown = [
+            f"{k.removeprefix('cpu ')} {v:.2f}"
+            for k, v in summary["ratios"].items()
+            if k.startswith("cpu ") == cpu_only
+        ]
+        lines.append(f"  ratios, {title} per fit (medians): " + ", ".join(shown))
     for t in summary["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         lines.append(
             f"  target: {t['ratio']} <= {t['bound']:.2f} ({t['meaning']}):"
-            f" {_num(t['value'])} -> {verdict}"
+            f" {_num(t['value'])} -> {verdict} (CPU-based: {_num(t['cpu_value'])})"
         )
     for problem in summary["problems"]:
         lines.append(f"  PROBLEM: {problem}")

@@ -26,7 +26,13 @@ WORKLOADS = ("W1", "W4")
 # the contenders every workload runs, and those W1 adds
 CONTENDERS = {"ideal", "daskval", "pydvl"}
 W1_ONLY = {"pydvl_1job"}
-RATIO_FIELDS = ("daskval/ideal", "pydvl/ideal", "daskval/pydvl")
+RATIO_FIELDS = (
+    "daskval/ideal",
+    "pydvl/ideal",
+    "daskval/pydvl",
+    "cpu daskval/ideal",
+    "cpu daskval/pydvl",
+)
 
 
 def pydvl_python() -> Path:
@@ -122,7 +128,7 @@ def test_output_has_medians_and_ratios(smoke: dict[str, Any], workload: str) -> 
         ratio = summary["ratios"][field]
         assert math.isfinite(ratio) and ratio > 0, field
     for contender in summary["contenders"].values():
-        for field in ("wall_seconds", "evaluations", "samples", "cost_ms"):
+        for field in ("wall_seconds", "evaluations", "samples", "cost_ms", "cpu_ms"):
             assert contender[field] > 0, field
     assert summary["targets"], "every implemented workload has a target"
     assert all(isinstance(t["met"], bool) for t in summary["targets"])
