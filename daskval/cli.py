@@ -254,45 +254,25 @@ def _connect(args: argparse.Namespace, stack: ExitStack) -> Any:
     The default is daskval's embedded LocalCluster (one single-threaded worker
     process per core), as ``fit()`` would start it. ``--workers`` starts a
     LocalCluster of that size instead and ``--scheduler`` connects to a running
-    one; the CLI is user-facing glue, so it builds those clients itself like a
-    user script would.
+    one; the engine builds all three.
     """
     started = time.monotonic()
     if args.scheduler is not None:
-        from distributed import Client
+        from daskval.engine.cluster import connect_scheduler
 
         _say(f"connecting to the Dask scheduler at {args.scheduler} ...")
         try:
-            client = stack.enter_context(
-                Client(args.scheduler, timeout="10s", set_as_default=False)
-            )
+            client = connect_scheduler(args.scheduler, timeout=10, worker_timeout=60)
         except (OSError, TimeoutError, ValueError) as exc:
             raise CommandError(
                 f"could not connect to the scheduler at {args.scheduler}: {exc}"
             ) from exc
-        if not client.nthreads():
-            _say("waiting up to 60 s for a worker to join ...")
-            try:
-                client.wait_for_workers(1, timeout=60)
-            except TimeoutError as exc:
-                raise CommandError(
-                    f"the scheduler at {args.scheduler} has no workers"
-                ) from exc
+        stack.callback(client.close)
     elif args.workers is not None:
-        from distributed import Client, LocalCluster
+        from daskval.engine.cluster import local_cluster
 
         _say(f"starting a local Dask cluster with {args.workers} worker processes ...")
-        cluster = stack.enter_context(
-            LocalCluster(
-                n_workers=args.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-                silence_logs=logging.ERROR,
-            )
-        )
-        client = stack.enter_context(Client(cluster, set_as_default=False))
+        client = stack.enter_context(local_cluster(args.workers))
     else:
         from daskval.engine import resolve_client
 

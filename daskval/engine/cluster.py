@@ -15,13 +15,21 @@ import multiprocessing
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from distributed import Client, LocalCluster
 
 from daskval.exceptions import ScriptGuardError
 
-__all__ = ["embedded_client", "resolve_client", "shutdown_embedded"]
+__all__ = [
+    "connect_scheduler",
+    "embedded_client",
+    "local_cluster",
+    "resolve_client",
+    "shutdown_embedded",
+]
 
 logger = logging.getLogger("daskval")
 
@@ -50,7 +58,57 @@ def resolve_client(client: Any = None) -> Client:
     try:
         return Client.current(allow_global=True)
     except ValueError:
-        return embedded_client()
+        pass  # outside the except block, so errors are not chained to this one
+    return embedded_client()
+
+
+def _local_cluster_options(n_workers: int, dashboard_address: str) -> dict[str, Any]:
+    """One single-threaded worker process per core, BLAS pinned, on 127.0.0.1."""
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": dashboard_address,
+        "env": dict(_BLAS_ENV),
+        "silence_logs": logging.ERROR,
+    }
+
+
+@contextmanager
+def local_cluster(n_workers: int) -> Iterator[Client]:
+    """A LocalCluster of ``n_workers`` set up like the embedded one, and its client.
+
+    Unlike the embedded cluster it lives only as long as the ``with`` block.
+    """
+    check_main_guard()
+    _forget_unimportable_main_file()
+    with (
+        LocalCluster(**_local_cluster_options(n_workers, "127.0.0.1:0")) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def connect_scheduler(
+    address: str, *, timeout: float = 10.0, worker_timeout: float = 60.0
+) -> Client:
+    """A client of the running scheduler at ``address``, once it has a worker.
+
+    Raises
+    ------
+    OSError, TimeoutError
+        When the scheduler cannot be reached within ``timeout`` seconds, or no
+        worker joins within ``worker_timeout`` seconds.
+    """
+    client = Client(address, timeout=f"{timeout}s", set_as_default=False)
+    try:
+        if not client.nthreads():
+            client.wait_for_workers(1, timeout=worker_timeout)
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def embedded_client() -> Client:
@@ -64,13 +122,7 @@ def embedded_client() -> Client:
         from dask.system import CPU_COUNT
 
         cluster = LocalCluster(
-            n_workers=max(1, CPU_COUNT),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:8787",
-            env=dict(_BLAS_ENV),
-            silence_logs=logging.ERROR,
+            **_local_cluster_options(max(1, CPU_COUNT), "127.0.0.1:8787")
         )
         client = Client(cluster, set_as_default=False)
         _embedded = (cluster, client)
