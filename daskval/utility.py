@@ -51,12 +51,16 @@ class EvalStats:
         The traceback of the first failure, for the error report.
     warnings : dict
         ``"Category: message"`` -> number of times a fit or score warned.
+    failures : dict
+        ``"ErrorType: message"`` -> number of failures of that kind (e.g. a
+        classifier refusing a coalition with a single class).
     """
 
     n_evaluations: int = 0
     n_failed: int = 0
     first_failure: str | None = None
     warnings: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
 
     def __iadd__(self, other: EvalStats) -> EvalStats:
         self.n_evaluations += other.n_evaluations
@@ -64,21 +68,24 @@ class EvalStats:
         if self.first_failure is None:
             self.first_failure = other.first_failure
         for key, count in other.warnings.items():
-            if key in self.warnings or len(self.warnings) < _MAX_WARNING_KINDS:
-                self.warnings[key] = self.warnings.get(key, 0) + count
+            _count_kind(self.warnings, key, count)
+        for key, count in other.failures.items():
+            _count_kind(self.failures, key, count)
         return self
 
     def record_failure(self, message: str) -> None:
+        """Count a failure; ``message`` is a traceback or a one-line reason."""
         self.n_failed += 1
         if self.first_failure is None:
             self.first_failure = message[-_MAX_TRACEBACK:]
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+        _count_kind(self.failures, lines[-1][:200] if lines else "unknown", 1)
 
     def record_warnings(self, caught: list[Any]) -> None:
         for w in caught:
             text = str(w.message).strip().splitlines()
             key = f"{w.category.__name__}: {text[0][:200] if text else ''}"
-            if key in self.warnings or len(self.warnings) < _MAX_WARNING_KINDS:
-                self.warnings[key] = self.warnings.get(key, 0) + 1
+            _count_kind(self.warnings, key, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +93,7 @@ class EvalStats:
             "n_failed": self.n_failed,
             "first_failure": self.first_failure,
             "warnings": dict(self.warnings),
+            "failures": dict(self.failures),
         }
 
     @classmethod
@@ -95,7 +103,14 @@ class EvalStats:
             int(d["n_failed"]),
             d.get("first_failure"),
             dict(d.get("warnings", {})),
+            dict(d.get("failures", {})),
         )
+
+
+def _count_kind(counts: dict[str, int], key: str, n: int) -> None:
+    """Add ``n`` to ``counts[key]``, keeping at most a bounded number of kinds."""
+    if key in counts or len(counts) < _MAX_WARNING_KINDS:
+        counts[key] = counts.get(key, 0) + n
 
 
 class _WarningCollector:

@@ -356,6 +356,11 @@ def test_a_model_that_fails_on_some_coalitions_completes_on_the_cluster(
     assert result.n_evaluations == 2 + 4 * 7
     assert result.n_failed == 4 * 2
     assert "FlakyClassifier refuses" in result.metadata["first_failure"]
+    # counted by kind, so a long run reports one line per kind of failure
+    assert result.metadata["failures"] == {
+        "ValueError: FlakyClassifier refuses 3 rows": 4,
+        "ValueError: FlakyClassifier refuses 6 rows": 4,
+    }
     assert np.isfinite(result.values).all()
 
 

@@ -427,18 +427,7 @@ class ValuationHandle:
         plan, valuation = self.plan, self.valuation
         values, stderr, counts = plan.estimate(state.moments)
         stats = state.eval_stats
-        if stats.n_failed:
-            logger.warning(
-                "%d of %d utility evaluations failed and scored the default;"
-                " the first failure:\n%s",
-                stats.n_failed,
-                stats.n_evaluations,
-                stats.first_failure,
-            )
-        for message, count in stats.warnings.items():
-            logger.warning(
-                "model warnings during the run: %s (%d times)", message, count
-            )
+        _log_evaluation_problems(stats)
         metadata = {
             **valuation.describe(),
             "plan": plan.describe(),
@@ -453,6 +442,7 @@ class ValuationHandle:
             "accumulator_bytes": initial_partial(plan).nbytes,
             "warnings": dict(stats.warnings),
             "n_failed": stats.n_failed,
+            "failures": dict(stats.failures),
             "first_failure": stats.first_failure,
             "budget_exhausted": state.exhausted,
             "versions": {
@@ -475,6 +465,21 @@ class ValuationHandle:
             status=status,
             metadata=metadata,
         )
+
+
+def _log_evaluation_problems(stats: EvalStats) -> None:
+    """One line per kind of failure and warning, not one per evaluation."""
+    if stats.n_failed:
+        logger.warning(
+            "%d of %d utility evaluations failed and scored the default",
+            stats.n_failed,
+            stats.n_evaluations,
+        )
+        for kind, count in stats.failures.items():
+            logger.warning("  %d x %s", count, kind)
+        logger.debug("the first failure:\n%s", stats.first_failure)
+    for message, count in stats.warnings.items():
+        logger.warning("model warnings during the run: %s (%d times)", message, count)
 
 
 def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
