@@ -204,11 +204,9 @@ class ValuationHandle:
         in_flight: dict[Future, tuple[int, int]] = {}
         finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
         merges: deque[Future] = deque()  # merge chain, oldest first
-        # built on a worker, so no graph ever carries an n-sized array
-        prefix: Future = client.submit(
-            initial_partial, plan, anchor_stats, key=f"daskval-merge-{self.run_id}-0"
-        )
-        merges.append(prefix)  # so that a run with nothing to sample still ends
+        # the first merge builds the empty state on a worker (no graph carries an
+        # n-sized array, and no extra task is queued while leaves are placed)
+        prefix: Future | EvalStats = anchor_stats
         merged_stop = 0  # end of the last range handed to a merge
         next_start = 0
         if (
@@ -234,7 +232,7 @@ class ValuationHandle:
         n_threads = sum(client.nthreads().values()) or 1
         threads_checked = time.monotonic()
 
-        while True:
+        while cap != 0:  # (a budget the anchors use up is refused up front)
             now = time.monotonic()
             if self._cancel.is_set():
                 status = self._cancel_status

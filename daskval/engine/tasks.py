@@ -13,7 +13,7 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from daskval.accumulate import Partial
-from daskval.plan import Plan, evaluate_anchors, evaluate_range
+from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
 
@@ -63,7 +63,7 @@ def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
 
 
 def merge_task(
-    prefix: Partial,
+    prefix: Partial | EvalStats,
     stop: StoppingCriterion | None,
     plugin_name: str,
     plan: Plan,
@@ -71,12 +71,15 @@ def merge_task(
 ) -> Partial:
     """Append adjacent ``leaves`` to ``prefix``, in sample order.
 
+    The first merge of a run gets the anchors' counters instead of a state
+    and starts from the empty state.
+
     When sample and evaluation counts decide where the run ends
     (``stop.count_stop``), the state is cut at exactly that sample: a leaf
     that reaches past it is re-run up to it, and the state is marked
     exhausted, so the result never depends on which task finished first.
     """
-    state = prefix
+    state = initial_partial(plan, prefix) if isinstance(prefix, EvalStats) else prefix
     for leaf in leaves:
         if state.exhausted:
             break
