@@ -20,13 +20,11 @@ Run by benchmarks/run.py in a fresh process, in daskval's environment.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 from cpumeter import CpuMeter
 from workloads import (
-    BLAS_ENV,
     SEED,
     Workload,
     emit,
@@ -61,30 +59,24 @@ def make_valuation(
 def start_cluster(
     workers: int, modules: list[str]
 ) -> tuple[Any, Any, dict[str, float]]:
-    """A LocalCluster of ``workers`` single-threaded processes, warmed up.
+    """daskval's own LocalCluster of ``workers`` processes, warmed up.
 
-    Warming up imports daskval and the model's modules on every worker (what
-    a worker otherwise does on its first task): the ideal loop's imports are
-    not timed either. Both steps are timed, as start-up.
+    The cluster is the one ``daskval.engine.cluster.local_cluster`` gives
+    users (one thread per worker, BLAS pinned, no profiler, daskval imported).
+    Warming up also imports the model's modules on every worker (what a worker
+    otherwise does on its first task): the ideal loop's imports are not timed
+    either. Both steps are timed, as start-up.
     """
-    from distributed import Client, LocalCluster
+    from daskval.engine.cluster import local_cluster
 
     begin = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        env=dict(BLAS_ENV),
-        silence_logs=logging.ERROR,
-    )
-    client = Client(cluster, set_as_default=False)
+    context = local_cluster(workers)
+    client = context.__enter__()
     client.wait_for_workers(workers)
     started = time.perf_counter()
     client.run(import_modules, ["daskval", "daskval.engine.tasks", *modules])
     warmed = time.perf_counter()
-    return cluster, client, {"cluster": started - begin, "warmup": warmed - started}
+    return context, client, {"cluster": started - begin, "warmup": warmed - started}
 
 
 def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
@@ -98,8 +90,7 @@ def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
         wall = time.perf_counter() - begin
         cpu = meter.stop()
     finally:
-        client.close()
-        cluster.close()
+        cluster.__exit__(None, None, None)
     result = valuation.result_
     meta = result.metadata
     return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import importlib
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 from daskval.exceptions import ScriptGuardError
@@ -41,6 +43,9 @@ _BLAS_ENV = {
     "NUMEXPR_NUM_THREADS": "1",
 }
 
+# imported by every worker of a cluster daskval starts, before the first task
+_WORKER_MODULES = ("daskval.engine.tasks", "sklearn.base", "sklearn.metrics")
+
 _lock = threading.Lock()
 _embedded: tuple[LocalCluster, Client] | None = None
 
@@ -62,17 +67,34 @@ def resolve_client(client: Any = None) -> Client:
     return embedded_client()
 
 
-def _local_cluster_options(n_workers: int, dashboard_address: str) -> dict[str, Any]:
-    """One single-threaded worker process per core, BLAS pinned, on 127.0.0.1."""
-    return {
-        "n_workers": n_workers,
-        "threads_per_worker": 1,
-        "processes": True,
-        "host": "127.0.0.1",
-        "dashboard_address": dashboard_address,
-        "env": dict(_BLAS_ENV),
-        "silence_logs": logging.ERROR,
-    }
+def _start_local_cluster(n_workers: int, dashboard_address: str) -> LocalCluster:
+    """Single-threaded worker processes, BLAS pinned, on 127.0.0.1, no profiler.
+
+    Dask's statistical profiler samples every worker thread's stack every
+    10 ms; on long scikit-learn fits it cost 8-10% of the run here (W4 of
+    benchmarks/, two A/B pairs). Nannies pass the config they were built
+    under to their workers, restarted ones included.
+    """
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=dashboard_address,
+            env=dict(_BLAS_ENV),
+            silence_logs=logging.ERROR,
+        )
+
+
+def _import_worker_modules() -> None:
+    for name in _WORKER_MODULES:
+        importlib.import_module(name)
+
+
+def _warm_up(client: Client) -> None:
+    """Import what tasks need on every worker now, not inside the first fit."""
+    client.run(_import_worker_modules)
 
 
 @contextmanager
@@ -84,9 +106,10 @@ def local_cluster(n_workers: int) -> Iterator[Client]:
     check_main_guard()
     _forget_unimportable_main_file()
     with (
-        LocalCluster(**_local_cluster_options(n_workers, "127.0.0.1:0")) as cluster,
+        _start_local_cluster(n_workers, "127.0.0.1:0") as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        _warm_up(client)
         yield client
 
 
@@ -121,10 +144,9 @@ def embedded_client() -> Client:
         _forget_unimportable_main_file()
         from dask.system import CPU_COUNT
 
-        cluster = LocalCluster(
-            **_local_cluster_options(max(1, CPU_COUNT), "127.0.0.1:8787")
-        )
+        cluster = _start_local_cluster(max(1, CPU_COUNT), "127.0.0.1:8787")
         client = Client(cluster, set_as_default=False)
+        _warm_up(client)
         _embedded = (cluster, client)
         atexit.register(shutdown_embedded)
         logger.info(
