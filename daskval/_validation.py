@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "check_finite",
     "check_positive_int",
     "check_fraction",
     "check_positive_number",
@@ -57,10 +56,3 @@ def check_fraction(value: Any, name: str, *, inclusive_high: bool = False) -> fl
         interval = "[0, 1]" if inclusive_high else "[0, 1)"
         raise ValueError(f"{name} must lie in {interval}, got {value}")
     return value
-
-
-def check_finite(array: np.ndarray, name: str) -> None:
-    """Raise naming ``name`` if a numeric ``array`` holds NaN or infinity."""
-    if array.dtype.kind in "fc" and not np.isfinite(array).all():
-        bad = int(np.size(array) - np.isfinite(array).sum())
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
