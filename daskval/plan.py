@@ -18,7 +18,13 @@ import numpy as np
 from daskval.accumulate import Moments, Partial
 from daskval.utility import EvalStats, Utility
 
-__all__ = ["Plan", "evaluate_anchors", "evaluate_range", "initial_partial"]
+__all__ = [
+    "EnumerationPlan",
+    "Plan",
+    "evaluate_anchors",
+    "evaluate_range",
+    "initial_partial",
+]
 
 
 class Plan(ABC):
@@ -72,6 +78,26 @@ class Plan(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """A JSON-able description (result metadata, checkpoint identity)."""
+
+
+class EnumerationPlan(Plan):
+    """A plan whose samples are enumerated once each, at one evaluation apiece.
+
+    Its values are the sums of the contributions (exact methods: exact Shapley
+    over all subsets, leave-one-out), with a zero standard error.
+    """
+
+    def max_evaluations_per_sample(self) -> int:
+        return 1
+
+    def fixed_evaluations_per_sample(self) -> int | None:
+        return 1
+
+    def estimate(
+        self, moments: dict[str, Moments]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = moments["marginals"]
+        return m.total.copy(), np.zeros(self.n), m.count
 
 
 def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partial:

@@ -8,13 +8,13 @@ import numpy as np
 
 from daskval.accumulate import Moments
 from daskval.methods.base import Valuation
-from daskval.plan import Plan
+from daskval.plan import EnumerationPlan, Plan
 from daskval.utility import EvalStats, Utility
 
 __all__ = ["LOOValuation"]
 
 
-class LOOPlan(Plan):
+class LOOPlan(EnumerationPlan):
     """Sample ``j`` is the coalition of everyone but player ``j``."""
 
     def __init__(self, n: int) -> None:
@@ -30,12 +30,6 @@ class LOOPlan(Plan):
     def sample_limit(self) -> int | None:
         return self.n
 
-    def max_evaluations_per_sample(self) -> int:
-        return 1
-
-    def fixed_evaluations_per_sample(self) -> int | None:
-        return 1
-
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
     ) -> tuple[dict[str, Moments], np.ndarray]:
@@ -50,12 +44,6 @@ class LOOPlan(Plan):
             {"marginals": Moments.from_samples(values, present)},
             np.ones(stop - start, dtype=np.int32),
         )
-
-    def estimate(
-        self, moments: dict[str, Moments]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        m = moments["marginals"]
-        return m.total.copy(), np.zeros(self.n), m.count
 
     def describe(self) -> dict[str, Any]:
         return {"plan": "loo", "n": self.n}

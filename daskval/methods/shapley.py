@@ -9,7 +9,7 @@ from scipy.special import gammaln
 
 from daskval.accumulate import Moments
 from daskval.methods.base import Valuation
-from daskval.plan import Plan
+from daskval.plan import EnumerationPlan, Plan
 from daskval.samplers import ExactSampler, PermutationSampler, Sampler
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
@@ -98,7 +98,7 @@ def shapley_log_weights(n: int) -> np.ndarray:
     return -np.log(n) - log_binom
 
 
-class ExactShapleyPlan(Plan):
+class ExactShapleyPlan(EnumerationPlan):
     """Each sample is one subset S (bitmask = sample index), evaluated once.
 
     phi_i = sum_{S containing i} w(|S|-1) u(S) - sum_{S not containing i} w(|S|) u(S),
@@ -111,12 +111,6 @@ class ExactShapleyPlan(Plan):
 
     def sample_limit(self) -> int | None:
         return 1 << self.n
-
-    def max_evaluations_per_sample(self) -> int:
-        return 1
-
-    def fixed_evaluations_per_sample(self) -> int | None:
-        return 1
 
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
@@ -136,12 +130,6 @@ class ExactShapleyPlan(Plan):
             {"marginals": Moments.from_samples(contributions)},
             np.ones(stop - start, dtype=np.int32),
         )
-
-    def estimate(
-        self, moments: dict[str, Moments]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        m = moments["marginals"]
-        return m.total.copy(), np.zeros(self.n), m.count
 
     def describe(self) -> dict[str, Any]:
         return {
