@@ -409,6 +409,12 @@ class _FreshModels:
     each ``random_state``, found through the deep copy's memo. Estimators whose
     copy does not equal their clone (an unconventional ``__init__``) keep the
     plain clone path.
+
+    Each ``random_state`` gets its own ``np.random.RandomState`` seeded with
+    the derived seed: an int would make every fit build a new one, which
+    draws OS entropy first (~70 us, 3.5% of a small logistic regression);
+    re-seeding one kept per thread and parameter costs ~2 us and leaves the
+    same generator state.
     """
 
     def __init__(self, model: Any) -> None:
@@ -426,20 +432,44 @@ class _FreshModels:
             for key in self.seed_keys
         ]
         self.copyable = _token(copy.deepcopy(self.template)) == _token(clone(model))
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_local"]  # generators are per thread, made where they are used
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _generators(self, seed: int) -> list[np.random.RandomState]:
+        """This thread's generators, one per ``random_state``, all seeded."""
+        generators = getattr(self._local, "generators", None)
+        if generators is None:
+            generators = [np.random.RandomState() for _ in self.seed_keys]
+            self._local.generators = generators
+        for generator in generators:
+            generator.seed(seed)
+        return generators
 
     def make(self, seed: int) -> Any:
-        """A fresh unfitted model whose ``random_state`` parameters are ``seed``."""
+        """A fresh unfitted model whose ``random_state`` parameters are
+        generators seeded with ``seed`` (one per parameter)."""
+        generators = self._generators(seed) if self.seed_keys else []
         if not self.copyable:
             from sklearn.base import clone
 
             fresh = clone(self.model)
             if self.seed_keys:
-                fresh.set_params(**dict.fromkeys(self.seed_keys, seed))
+                fresh.set_params(**dict(zip(self.seed_keys, generators, strict=True)))
             return fresh
         memo: dict[int, Any] = {}
         fresh = copy.deepcopy(self.template, memo)
-        for owner, attribute in self.seed_owners:
-            setattr(memo[id(owner)], attribute, seed)
+        for (owner, attribute), generator in zip(
+            self.seed_owners, generators, strict=True
+        ):
+            setattr(memo[id(owner)], attribute, generator)
         return fresh
 
 
@@ -515,7 +545,8 @@ class ModelUtility(Utility):
         or returns NaN. Failures are counted, never fatal.
     seed : int
         When the model (or a step of it) has a ``random_state`` parameter, it
-        is set to a seed derived from ``(seed, S)`` for every fit, so u(S) is
+        is set for every fit to ``np.random.RandomState(s)`` with ``s =
+        subset_seed(seed, S)`` (its own generator per parameter), so u(S) is
         a function of S. A model with hidden randomness is the user's
         responsibility.
 

@@ -142,7 +142,8 @@ def plain_u(
     fresh = clone(model)
     if seed is not None:
         keys = [k for k in fresh.get_params() if k.endswith("random_state")]
-        fresh.set_params(**dict.fromkeys(keys, subset_seed(seed, subset)))
+        derived = subset_seed(seed, subset)
+        fresh.set_params(**{k: np.random.RandomState(derived) for k in keys})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
