@@ -64,7 +64,7 @@ class RunSettings:
     check_interval: float = 1.0
     merge_interval: float = 0.25
     max_merge_fanin: int = 32
-    poll_interval: float = 0.05
+    poll_interval: float = 0.2
 
 
 @dataclass
@@ -102,6 +102,9 @@ class ValuationHandle:
         self._progress = _Progress()
         self._done = threading.Event()
         self._cancel = threading.Event()
+        # set when a task of this run finishes (or on cancel): the loop wakes
+        # at once instead of polling
+        self._wake = threading.Event()
         self._cancel_status = "cancelled"
         self._result: ValuationResult | None = None
         self._error: BaseException | None = None
@@ -152,6 +155,7 @@ class ValuationHandle:
         """Stop the run; the result holds the samples merged so far."""
         self._cancel_status = status
         self._cancel.set()
+        self._wake.set()
         self._done.wait()
 
     # -- the loop ---------------------------------------------------------------
@@ -224,6 +228,7 @@ class ValuationHandle:
                 pure=False,
                 key=f"daskval-leaf-{self.run_id}-0-1",
             )
+            probe.add_done_callback(self._wake_up)
             seconds_per_sample = max(self._wait_for(probe, 0, 1).compute_seconds, 1e-6)
             in_flight[probe] = (0, 1)
             next_start = 1
@@ -255,12 +260,14 @@ class ValuationHandle:
                     pure=False,
                     key=f"daskval-leaf-{self.run_id}-{next_start}-{end}",
                 )
+                future.add_done_callback(self._wake_up)
                 in_flight[future] = (next_start, end)
                 next_start = end
 
-            # collect finished leaves
-            # (distributed.wait would need a default client, which we never set)
-            time.sleep(settings.poll_interval)
+            # collect finished leaves (distributed.wait would need a default
+            # client, which we never set; done-callbacks wake us instead)
+            self._wake.wait(settings.poll_interval)
+            self._wake.clear()
             for future in [f for f in in_flight if f.done()]:
                 start, end = in_flight.pop(future)
                 if future.status != "finished":
@@ -290,6 +297,7 @@ class ValuationHandle:
                     pure=False,
                     key=f"daskval-merge-{self.run_id}-{run_stop}",
                 )
+                merged.add_done_callback(self._wake_up)
                 merges.append(merged)
                 prefix, merged_stop, last_merge = merged, run_stop, now
 
@@ -312,6 +320,9 @@ class ValuationHandle:
         del in_flight, finished, merges, prefix
         self._progress.status = status
         return self._make_result(state, status, begin, task_bytes, client)
+
+    def _wake_up(self, future: Future) -> None:
+        self._wake.set()
 
     def _sample_cap(self, anchor_evaluations: int) -> int | None:
         """An upper bound on the samples the run may hold (exact for fixed costs).
