@@ -10,7 +10,6 @@ merged state is never larger than one partial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -169,12 +168,3 @@ class Partial:
     def nbytes(self) -> int:
         extra = 0 if self.sample_evaluations is None else self.sample_evaluations.nbytes
         return sum(m.nbytes for m in self.moments.values()) + extra
-
-    def to_arrays(self) -> dict[str, Any]:
-        """Plain arrays and JSON-able values (for checkpoints, never pickled)."""
-        out: dict[str, Any] = {}
-        for name, m in self.moments.items():
-            out[f"{name}.count"] = m.count
-            out[f"{name}.total"] = m.total
-            out[f"{name}.m2"] = m.m2
-        return out

@@ -87,25 +87,6 @@ class EvalStats:
             key = f"{w.category.__name__}: {text[0][:200] if text else ''}"
             _count_kind(self.warnings, key, 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_evaluations": self.n_evaluations,
-            "n_failed": self.n_failed,
-            "first_failure": self.first_failure,
-            "warnings": dict(self.warnings),
-            "failures": dict(self.failures),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EvalStats:
-        return cls(
-            int(d["n_evaluations"]),
-            int(d["n_failed"]),
-            d.get("first_failure"),
-            dict(d.get("warnings", {})),
-            dict(d.get("failures", {})),
-        )
-
 
 def _count_kind(counts: dict[str, int], key: str, n: int) -> None:
     """Add ``n`` to ``counts[key]``, keeping at most a bounded number of kinds."""
