@@ -219,16 +219,7 @@ class ValuationHandle:
             and (cap is None or cap > 0)
         ):
             # nothing timed yet (no anchors): time one sample before sizing tasks
-            probe = client.submit(
-                leaf_task,
-                plugin,
-                plan,
-                0,
-                1,
-                pure=False,
-                key=f"daskval-leaf-{self.run_id}-0-1",
-            )
-            probe.add_done_callback(self._wake_up)
+            probe = self._submit_leaf(plugin, 0, 1)
             seconds_per_sample = max(self._wait_for(probe, 0, 1).compute_seconds, 1e-6)
             in_flight[probe] = (0, 1)
             next_start = 1
@@ -251,23 +242,15 @@ class ValuationHandle:
             while len(in_flight) < window and (cap is None or next_start < cap):
                 size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
                 end = next_start + size if cap is None else min(cap, next_start + size)
-                future = client.submit(
-                    leaf_task,
-                    plugin,
-                    plan,
-                    next_start,
-                    end,
-                    pure=False,
-                    key=f"daskval-leaf-{self.run_id}-{next_start}-{end}",
-                )
-                future.add_done_callback(self._wake_up)
-                in_flight[future] = (next_start, end)
+                leaf = self._submit_leaf(plugin, next_start, end)
+                in_flight[leaf] = (next_start, end)
                 next_start = end
 
             # collect finished leaves (distributed.wait would need a default
             # client, which we never set; done-callbacks wake us instead)
             self._wake.wait(settings.poll_interval)
             self._wake.clear()
+            now = time.monotonic()
             for future in [f for f in in_flight if f.done()]:
                 start, end = in_flight.pop(future)
                 if future.status != "finished":
@@ -320,6 +303,20 @@ class ValuationHandle:
         del in_flight, finished, merges, prefix
         self._progress.status = status
         return self._make_result(state, status, begin, task_bytes, client)
+
+    def _submit_leaf(self, plugin: str, start: int, end: int) -> Future:
+        """Samples ``start .. end-1`` as a task whose key names the run and range."""
+        future = self.client.submit(
+            leaf_task,
+            plugin,
+            self.plan,
+            start,
+            end,
+            pure=False,
+            key=f"daskval-leaf-{self.run_id}-{start}-{end}",
+        )
+        future.add_done_callback(self._wake_up)
+        return future
 
     def _wake_up(self, future: Future) -> None:
         self._wake.set()
