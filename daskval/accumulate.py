@@ -15,7 +15,7 @@ import numpy as np
 
 from daskval.utility import EvalStats
 
-__all__ = ["Moments", "Partial"]
+__all__ = ["Moments", "Partial", "Statistic", "Sums"]
 
 
 @dataclass
@@ -104,6 +104,39 @@ class Moments:
 
 
 @dataclass
+class Sums:
+    """Named arrays that merge by addition (sufficient statistics such as
+    weighted sums, or the z z^T and z u sums of a regression estimator).
+
+    Attributes
+    ----------
+    arrays : dict of str to np.ndarray
+        Any shapes; two Sums merge when they have the same names and shapes.
+    """
+
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def zeros(cls, shapes: dict[str, tuple[int, ...]]) -> Sums:
+        return cls({name: np.zeros(shape) for name, shape in shapes.items()})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def merge(self, other: Sums) -> Sums:
+        """The sums of both (a new object)."""
+        return Sums({k: a + other.arrays[k] for k, a in self.arrays.items()})
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+
+# what a Plan accumulates per name: both kinds merge associatively
+Statistic = Moments | Sums
+
+
+@dataclass
 class Partial:
     """The merged state of the samples ``start .. stop-1`` of one run.
 
@@ -111,7 +144,7 @@ class Partial:
     ----------
     start, stop : int
         The contiguous range of global sample indices covered.
-    moments : dict of str to Moments
+    moments : dict of str to Moments or Sums
         The method's named statistics.
     eval_stats : EvalStats
         Utility calls, failures and warnings of those samples.
@@ -127,7 +160,7 @@ class Partial:
 
     start: int
     stop: int
-    moments: dict[str, Moments]
+    moments: dict[str, Statistic]
     eval_stats: EvalStats = field(default_factory=EvalStats)
     sample_evaluations: np.ndarray | None = None
     compute_seconds: float = 0.0
@@ -153,7 +186,10 @@ class Partial:
         stats = EvalStats()
         stats += self.eval_stats
         stats += other.eval_stats
-        moments = {k: m.merge(other.moments[k]) for k, m in self.moments.items()}
+        moments: dict[str, Statistic] = {
+            k: m.merge(other.moments[k])  # type: ignore[arg-type]
+            for k, m in self.moments.items()
+        }
         return Partial(
             self.start,
             other.stop,

@@ -15,16 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from daskval.accumulate import Moments, Partial
+from daskval.accumulate import Moments, Partial, Statistic
 from daskval.utility import EvalStats, Utility
 
 __all__ = [
     "EnumerationPlan",
+    "Estimate",
     "Plan",
     "evaluate_anchors",
     "evaluate_range",
     "initial_partial",
 ]
+
+
+# values, standard errors, counts
+Estimate = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class Plan(ABC):
@@ -37,12 +42,17 @@ class Plan(ABC):
     seed : int
         Root seed: sample ``j`` depends on ``(seed, j)`` only.
     statistics : tuple of str
-        Names of the per-player :class:`Moments` a range produces.
+        Names of the per-player :class:`Moments` a range produces (plans
+        with other accumulators override :meth:`empty_statistics`).
     """
 
     n: int
     seed: int
     statistics: tuple[str, ...] = ("marginals",)
+
+    def empty_statistics(self) -> dict[str, Statistic]:
+        """The statistics of zero samples; every range's statistics merge into it."""
+        return {name: Moments.zeros(self.n) for name in self.statistics}
 
     def anchors(self) -> list[np.ndarray]:
         """Coalitions evaluated once, before any sample (e.g. u(empty), u(N))."""
@@ -66,14 +76,21 @@ class Plan(ABC):
     @abstractmethod
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
-    ) -> tuple[dict[str, Moments], np.ndarray]:
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
         """Samples ``start .. stop-1``: statistics and utility calls per sample."""
 
     @abstractmethod
-    def estimate(
-        self, moments: dict[str, Moments]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values, standard errors and counts from merged statistics."""
+    def estimate(self, moments: dict[str, Statistic]) -> Estimate:
+        """Values, standard errors and counts from merged statistics.
+
+        For a plan with several outputs this is the primary one, which the
+        stopping criterion watches.
+        """
+
+    def estimates(self, moments: dict[str, Statistic]) -> dict[str, Estimate] | None:
+        """Every output by name, primary first, for plans that estimate several
+        things from the same samples (several semivalues); None for one output."""
+        return None
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -93,10 +110,9 @@ class EnumerationPlan(Plan):
     def fixed_evaluations_per_sample(self) -> int | None:
         return 1
 
-    def estimate(
-        self, moments: dict[str, Moments]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(self, moments: dict[str, Statistic]) -> Estimate:
         m = moments["marginals"]
+        assert isinstance(m, Moments)
         return m.total.copy(), np.zeros(self.n), m.count
 
 
@@ -105,9 +121,7 @@ def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partia
     stats = EvalStats()
     if anchor_stats is not None:
         stats += anchor_stats
-    return Partial(
-        0, 0, {name: Moments.zeros(plan.n) for name in plan.statistics}, stats
-    )
+    return Partial(0, 0, plan.empty_statistics(), stats)
 
 
 def evaluate_anchors(

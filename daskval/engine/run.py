@@ -106,7 +106,7 @@ class ValuationHandle:
         # at once instead of polling
         self._wake = threading.Event()
         self._cancel_status = "cancelled"
-        self._result: ValuationResult | None = None
+        self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
             target=self._main, name=f"daskval-{self.run_id}", daemon=True
@@ -137,8 +137,14 @@ class ValuationHandle:
         """Wait for the run and return its result (or raise its error).
 
         A KeyboardInterrupt while waiting stops the run and returns the
-        samples merged so far, with status ``"interrupted"``.
+        samples merged so far, with status ``"interrupted"``. For a plan with
+        several outputs (several semivalues from one run) this is the first;
+        :meth:`results` has them all.
         """
+        return next(iter(self.results(timeout).values()))
+
+    def results(self, timeout: float | None = None) -> dict[str, ValuationResult]:
+        """Wait for the run and return every output's result, by name."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not self._done.wait(0.1):
@@ -148,8 +154,8 @@ class ValuationHandle:
             self.cancel(status="interrupted")
         if self._error is not None:
             raise self._error
-        assert self._result is not None
-        return self._result
+        assert self._results is not None
+        return self._results
 
     def cancel(self, status: str = "cancelled") -> None:
         """Stop the run; the result holds the samples merged so far."""
@@ -161,14 +167,14 @@ class ValuationHandle:
     # -- the loop ---------------------------------------------------------------
     def _main(self) -> None:
         try:
-            self._result = self._run()
+            self._results = self._run()
         except BaseException as exc:
             self._error = exc
             self._progress.status = "failed"
         finally:
             self._done.set()
 
-    def _run(self) -> ValuationResult:
+    def _run(self) -> dict[str, ValuationResult]:
         begin = time.monotonic()
         settings, plan, client = self.settings, self.plan, self.client
         stop = self.valuation.stop
@@ -302,7 +308,7 @@ class ValuationHandle:
         client.cancel(list(in_flight) + [f for _, f in finished.values()])
         del in_flight, finished, merges, prefix
         self._progress.status = status
-        return self._make_result(state, status, begin, task_bytes, client)
+        return self._make_results(state, status, begin, task_bytes, client)
 
     def _submit_leaf(self, plugin: str, start: int, end: int) -> Future:
         """Samples ``start .. end-1`` as a task whose key names the run and range."""
@@ -421,9 +427,9 @@ class ValuationHandle:
             "cluster restarted or the client closed during the run?"
         )
 
-    def _make_result(
+    def _make_results(
         self, state: Partial, status: str, begin: float, task_bytes: int, client: Client
-    ) -> ValuationResult:
+    ) -> dict[str, ValuationResult]:
         import dask
         import distributed
         import sklearn
@@ -431,7 +437,9 @@ class ValuationHandle:
         import daskval
 
         plan, valuation = self.plan, self.valuation
-        values, stderr, counts = plan.estimate(state.moments)
+        outputs = plan.estimates(state.moments) or {
+            valuation.method_name: plan.estimate(state.moments)
+        }
         stats = state.eval_stats
         _log_evaluation_problems(stats)
         metadata = {
@@ -460,17 +468,20 @@ class ValuationHandle:
             },
         }
         names = getattr(getattr(valuation.utility, "data", None), "names", None)
-        return ValuationResult(
-            values,
-            stderr,
-            counts,
-            names=names,
-            n_samples=state.stop,
-            n_evaluations=stats.n_evaluations,
-            n_failed=stats.n_failed,
-            status=status,
-            metadata=metadata,
-        )
+        return {
+            output: ValuationResult(
+                values,
+                stderr,
+                counts,
+                names=names,
+                n_samples=state.stop,
+                n_evaluations=stats.n_evaluations,
+                n_failed=stats.n_failed,
+                status=status,
+                metadata={**metadata, "output": output},
+            )
+            for output, (values, stderr, counts) in outputs.items()
+        }
 
 
 def _log_evaluation_problems(stats: EvalStats) -> None:

@@ -64,6 +64,7 @@ class Valuation(ABC):
         self.stop = stop
         self.seed = _check_seed(seed)
         self.result_: ValuationResult | None = None
+        self.results_: dict[str, ValuationResult] = {}
 
     @abstractmethod
     def make_plan(self) -> Plan:
@@ -97,7 +98,12 @@ class Valuation(ABC):
     def fit(
         self, client: Any = None, *, samples_per_task: int | None = None
     ) -> Valuation:
-        """Run the valuation to its end, set ``result_`` and return ``self``."""
+        """Run the valuation to its end, set ``result_`` and return ``self``.
+
+        ``results_`` maps every output's name to its result (one entry, the
+        method's name, unless the method estimates several values at once).
+        """
         handle = self.submit(client, samples_per_task=samples_per_task)
-        self.result_ = handle.result()
+        self.results_ = handle.results()
+        self.result_ = next(iter(self.results_.values()))
         return self

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from daskval.accumulate import Moments
+from daskval.accumulate import Moments, Statistic
 from daskval.methods.base import Valuation
 from daskval.plan import EnumerationPlan, Plan
 from daskval.utility import EvalStats, Utility
@@ -32,7 +32,7 @@ class LOOPlan(EnumerationPlan):
 
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
-    ) -> tuple[dict[str, Moments], np.ndarray]:
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
         values = np.zeros((stop - start, self.n))
         present = np.zeros((stop - start, self.n), dtype=bool)
         everyone = np.arange(self.n)

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
-from daskval.accumulate import Moments
+from daskval.accumulate import Moments, Statistic
 from daskval.methods.base import Valuation
-from daskval.plan import EnumerationPlan, Plan
+from daskval.plan import EnumerationPlan, Estimate, Plan
 from daskval.samplers import ExactSampler, PermutationSampler, Sampler
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
@@ -62,7 +62,7 @@ class PermutationShapleyPlan(Plan):
 
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
-    ) -> tuple[dict[str, Moments], np.ndarray]:
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
         contributions = np.empty((stop - start, self.n))
         calls = np.zeros(stop - start, dtype=np.int32)
         for row, index in enumerate(range(start, stop)):
@@ -75,10 +75,9 @@ class PermutationShapleyPlan(Plan):
             contributions[row] = marginals
         return {"marginals": Moments.from_samples(contributions)}, calls
 
-    def estimate(
-        self, moments: dict[str, Moments]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def estimate(self, moments: dict[str, Statistic]) -> Estimate:
         m = moments["marginals"]
+        assert isinstance(m, Moments)
         return m.mean, m.stderr, m.count
 
     def describe(self) -> dict[str, Any]:
@@ -114,7 +113,7 @@ class ExactShapleyPlan(EnumerationPlan):
 
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
-    ) -> tuple[dict[str, Moments], np.ndarray]:
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
         n, w = self.n, self.weights
         contributions = np.empty((stop - start, n))
         for row, index in enumerate(range(start, stop)):
