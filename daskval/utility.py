@@ -31,7 +31,14 @@ import pandas as pd
 from daskval._validation import check_positive_int
 from daskval.data import Dataset
 
-__all__ = ["EvalStats", "FunctionUtility", "ModelUtility", "Utility", "subset_seed"]
+__all__ = [
+    "EvalStats",
+    "FunctionUtility",
+    "ModelUtility",
+    "Utility",
+    "UtilityChain",
+    "subset_seed",
+]
 
 _MAX_TRACEBACK = 4000
 _MAX_WARNING_KINDS = 50
@@ -208,6 +215,46 @@ class Utility(ABC):
         with self.context():
             return self.evaluate(np.asarray(players, dtype=np.intp), stats)
 
+    def chain(self) -> UtilityChain:
+        """An evaluator for the successive coalitions of one path.
+
+        A plan that walks growing coalitions (the prefixes of a permutation)
+        makes one chain per path and evaluates every coalition of the path
+        through it, in order, inside :meth:`context`. A utility may then reuse
+        work from one coalition to the next (:class:`ModelUtility` with
+        ``warm_start=True``); by default every coalition is a plain
+        :meth:`evaluate`.
+
+        Returns
+        -------
+        UtilityChain
+            A fresh chain; it is not thread-safe and belongs to one task.
+        """
+        return UtilityChain(self)
+
+
+class UtilityChain:
+    """Evaluates the coalitions of one path, each a superset of the one before.
+
+    This base class is cold: each coalition is ``utility.evaluate``, so its
+    values are the path-independent u(S). Subclasses may carry state from one
+    coalition to the next; their values then depend on the path and must not
+    be cached under the utility's fingerprint.
+
+    Parameters
+    ----------
+    utility : Utility
+        The game the chain evaluates.
+    """
+
+    def __init__(self, utility: Utility) -> None:
+        self.utility = utility
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players) after the previous coalitions of this path, counted in
+        ``stats`` exactly as :meth:`Utility.evaluate` counts."""
+        return self.utility.evaluate(players, stats)
+
 
 # --------------------------------------------------------------------------
 # Fingerprints
@@ -381,6 +428,44 @@ def _check_model_fits_task(
         )
 
 
+def _warm_start_param(model: Any) -> str:
+    """The ``set_params`` name of the ``warm_start`` a warm chain turns on.
+
+    The model's own ``warm_start``, or that of the final step of a Pipeline
+    (its other steps are refitted cold on each coalition, which is cheap next
+    to the final estimator). Raise naming the model when there is none, or
+    when ``warm_start`` means something else than starting the optimizer from
+    the previous solution.
+    """
+    from sklearn.pipeline import Pipeline
+
+    final, prefix = model, ""
+    if isinstance(model, Pipeline):
+        step, final = model.steps[-1]
+        prefix = f"{step}__"
+    final_name = type(final).__name__
+    where = "" if final is model else " (the final step of the Pipeline)"
+    if not hasattr(final, "get_params") or "warm_start" not in final.get_params(
+        deep=False
+    ):
+        raise TypeError(
+            f"warm_start=True needs a model with a warm_start parameter, but "
+            f"{final_name}{where} has none; use e.g. LogisticRegression, "
+            "SGDClassifier or MLPClassifier, or warm_start=False"
+        )
+    if type(final).__module__.startswith("sklearn.ensemble"):
+        # RandomForest, GradientBoosting, Bagging, HistGradientBoosting: their
+        # warm_start keeps the members fitted so far and only adds new ones
+        # (none when their number is unchanged), so every coalition after the
+        # first would be scored with a model of an earlier coalition
+        raise ValueError(
+            f"warm_start=True is not supported for {final_name}{where}: its "
+            "warm_start grows the ensemble fitted on earlier coalitions "
+            "instead of refitting it on the new one; use warm_start=False"
+        )
+    return prefix + "warm_start"
+
+
 class _FreshModels:
     """Unfitted copies of a model, equal to ``clone(model)`` with seeds set.
 
@@ -404,14 +489,7 @@ class _FreshModels:
         self.model = model
         self.template = clone(model)
         self.seed_keys = _random_state_keys(model)
-        params = self.template.get_params(deep=True)
-        self.seed_owners = [
-            (
-                self.template if "__" not in key else params[key.rsplit("__", 1)[0]],
-                key.rsplit("__", 1)[-1],
-            )
-            for key in self.seed_keys
-        ]
+        self.seed_owners = self.owners(self.template)
         self.copyable = _token(copy.deepcopy(self.template)) == _token(clone(model))
         self._local = threading.local()
 
@@ -433,6 +511,27 @@ class _FreshModels:
         for generator in generators:
             generator.seed(seed)
         return generators
+
+    def owners(self, model: Any) -> list[tuple[Any, str]]:
+        """(object, attribute) holding each ``random_state`` of ``model``, a
+        copy of the template, in the order of :attr:`seed_keys`."""
+        params = model.get_params(deep=True) if self.seed_keys else {}
+        return [
+            (
+                model if "__" not in key else params[key.rsplit("__", 1)[0]],
+                key.rsplit("__", 1)[-1],
+            )
+            for key in self.seed_keys
+        ]
+
+    def reseed(self, owners: list[tuple[Any, str]], seed: int) -> None:
+        """Give the ``random_state`` attributes at ``owners`` generators seeded
+        with ``seed``, as :meth:`make` does for a fresh model."""
+        if owners:
+            for (owner, attribute), generator in zip(
+                owners, self._generators(seed), strict=True
+            ):
+                setattr(owner, attribute, generator)
 
     def make(self, seed: int) -> Any:
         """A fresh unfitted model whose ``random_state`` parameters are
@@ -530,6 +629,13 @@ class ModelUtility(Utility):
         subset_seed(seed, S)`` (its own generator per parameter), so u(S) is
         a function of S. A model with hidden randomness is the user's
         responsibility.
+    warm_start : bool
+        Opt in to warm starts along a path (see Notes): :meth:`chain` then
+        fits each coalition of a permutation starting from the model fitted
+        on the previous prefix. The model, or the final step of a Pipeline,
+        needs a ``warm_start`` parameter (LogisticRegression, SGDClassifier,
+        MLPClassifier, ...); scikit-learn ensembles, whose ``warm_start``
+        grows the ensemble instead, are refused.
 
     Notes
     -----
@@ -538,6 +644,26 @@ class ModelUtility(Utility):
     directly; the value is bit-identical to ``get_scorer(scoring)(
     clone(model).fit(X[S], y[S]), x_test, y_test)``. Probability scorers see
     probability columns for every class of ``y_train``, also when S lacks one.
+
+    Warm starts. :meth:`evaluate` is always a cold fit of a fresh copy, the
+    same u(S) with or without ``warm_start`` (so :meth:`fingerprint` does not
+    depend on it). Only a :meth:`chain` warm-starts: it keeps the model it
+    fitted last and refits that model, with ``warm_start`` set on this copy,
+    on the next coalition of the path. A warm u(S) thus depends on the path
+    to S. For a convex objective (LogisticRegression, a linear SGD model) the
+    optimizer stops at the same optimum from either start, so warm and cold
+    values differ only within the optimizer's tolerance ``tol``; a
+    non-convex model (MLPClassifier) may end in another local optimum, and
+    its warm values are then a different game, not an approximation. A chain
+    fits cold instead when a coalition leaves the path (it does not contain
+    the previous one), when its classes differ from those of the previous
+    fit (scikit-learn cannot continue across a changed set of classes), and
+    when a warm fit raises; a cold fit that fails is counted and scored the
+    default exactly as in :meth:`evaluate`. Each fit still seeds
+    ``random_state`` with ``subset_seed(seed, S)``. A chain lives within one
+    task (a permutation is evaluated within one task), never travels between
+    processes, and never calls :meth:`evaluate`, so a cache of cold values
+    keyed by the fingerprint can never see, or serve, a warm value.
     """
 
     def __init__(
@@ -548,6 +674,7 @@ class ModelUtility(Utility):
         default: float = 0.0,
         *,
         seed: int = 0,
+        warm_start: bool = False,
     ) -> None:
         from sklearn.base import is_classifier
 
@@ -566,6 +693,12 @@ class ModelUtility(Utility):
         _check_picklable(model, "model")
         _check_picklable(scoring, "scoring")
         _check_model_fits_task(model, data, scoring, self._scorer)
+        if not isinstance(warm_start, bool):
+            raise TypeError(
+                f"warm_start must be True or False, got {type(warm_start).__name__}"
+            )
+        self.warm_start = warm_start
+        self._warm_param = _warm_start_param(model) if warm_start else None
         self._fast_accuracy = scoring in _FAST_SCORERS
         self._models = _FreshModels(model)
         self._classes = np.unique(data.y_train) if is_classifier(model) else None
@@ -595,6 +728,7 @@ class ModelUtility(Utility):
             if isinstance(self.scoring, str)
             else _token(self.scoring),
             "default": self.default,
+            "warm_start": self.warm_start,
         }
 
     def context(self) -> contextlib.AbstractContextManager[Any]:
@@ -606,13 +740,31 @@ class ModelUtility(Utility):
             assume_finite=not self.data.allow_nan, skip_parameter_validation=True
         )
 
+    def chain(self) -> UtilityChain:
+        """A warm chain when ``warm_start=True`` (see Notes), else a cold one."""
+        if self._warm_param is None:
+            return UtilityChain(self)
+        return _WarmModelChain(self, self._warm_param)
+
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        return self._guarded(players, stats, self._fit_and_score)
+
+    def _guarded(
+        self,
+        players: np.ndarray,
+        stats: EvalStats,
+        fit_and_score: Callable[[np.ndarray], float],
+    ) -> float:
+        """``fit_and_score(players)``, counted; failures and NaN score the default.
+
+        Cold evaluations and warm chains share it, so both count alike.
+        """
         stats.n_evaluations += 1
         if len(players) == 0:
             return self.default
         with _WARNINGS.collect() as caught:
             try:
-                score = self._fit_and_score(players)
+                score = fit_and_score(players)
             except Exception:
                 stats.record_failure(traceback.format_exc())
                 score = self.default
@@ -627,9 +779,15 @@ class ModelUtility(Utility):
 
     def _fit_and_score(self, players: np.ndarray) -> float:
         x, y = self.data.train_subset(self.data.rows(players))
-        seed = subset_seed(self.seed, players) if self._models.seed_keys else 0
-        model = self._models.make(seed)
+        model = self._models.make(self._subset_seed(players))
         model.fit(x, y)
+        return self._score(model)
+
+    def _subset_seed(self, players: np.ndarray) -> int:
+        return subset_seed(self.seed, players) if self._models.seed_keys else 0
+
+    def _score(self, model: Any) -> float:
+        """The score of a fitted model on the scoring split."""
         if self._fast_accuracy:
             predicted = model.predict(self.data.x_test)
             if np.shape(predicted) == np.shape(self.data.y_test):
@@ -642,6 +800,79 @@ class ModelUtility(Utility):
         ):
             scored = _AlignedClassifier(model, self._classes)
         return float(self._scorer(scored, self.data.x_test, self.data.y_test))
+
+
+class _WarmModelChain(UtilityChain):
+    """A :class:`ModelUtility` chain that refits the previous coalition's model.
+
+    Attributes
+    ----------
+    n_warm, n_cold : int
+        Fits started from the previous model, and from a fresh copy.
+    n_fallbacks : int
+        Warm fits that raised and were redone cold.
+    """
+
+    def __init__(self, utility: ModelUtility, warm_param: str) -> None:
+        super().__init__(utility)
+        self._model_utility = utility
+        self._warm_param = warm_param
+        self._model: Any = None  # the last fitted model, None: start cold
+        self._owners: list[tuple[Any, str]] = []  # its random_state holders
+        self._previous = np.empty(0, dtype=np.intp)
+        self.n_warm = self.n_cold = self.n_fallbacks = 0
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        if not self._on_path(players):
+            self._model = None  # a new path starts cold
+        return self._model_utility._guarded(players, stats, self._fit_and_score)
+
+    def _on_path(self, players: np.ndarray) -> bool:
+        """Whether ``players`` contains the previous coalition; remembers it."""
+        members = np.zeros(self._model_utility.n, dtype=bool)
+        members[players] = True
+        contained = bool(members[self._previous].all())
+        self._previous = np.array(players, dtype=np.intp)
+        return contained
+
+    def _fit_and_score(self, players: np.ndarray) -> float:
+        utility = self._model_utility
+        x, y = utility.data.train_subset(utility.data.rows(players))
+        return utility._score(self._fit(x, y, utility._subset_seed(players)))
+
+    def _fit(self, x: Any, y: Any, seed: int) -> Any:
+        previous, self._model = self._model, None  # a raising fit leaves none
+        if previous is not None and self._same_classes(previous, y):
+            try:
+                self._model_utility._models.reseed(self._owners, seed)
+                previous.fit(x, y)
+            except Exception:
+                # e.g. a solver that cannot restart from this solution: the
+                # cold fit below decides the value (and any failure)
+                self.n_fallbacks += 1
+            else:
+                self.n_warm += 1
+                self._model = previous
+                return previous
+        models = self._model_utility._models
+        model = models.make(seed)
+        model.set_params(**{self._warm_param: True})
+        owners = models.owners(model)
+        model.fit(x, y)  # warm_start on an unfitted model is a cold fit
+        self.n_cold += 1
+        self._model, self._owners = model, owners
+        return model
+
+    def _same_classes(self, model: Any, y: Any) -> bool:
+        """Whether ``model`` was fitted on the classes of ``y`` (regressors: yes).
+
+        scikit-learn raises on some changes of the classes (a new count) and
+        silently continues from misaligned coefficients on others.
+        """
+        if self._model_utility._classes is None:
+            return True
+        classes = getattr(model, "classes_", None)
+        return classes is None or np.array_equal(classes, np.unique(y))
 
 
 # --------------------------------------------------------------------------
