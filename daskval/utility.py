@@ -61,6 +61,11 @@ class EvalStats:
     failures : dict
         ``"ErrorType: message"`` -> number of failures of that kind (e.g. a
         classifier refusing a coalition with a single class).
+    memo_hits : int
+        Calls answered by the workers' memo (counted in ``n_evaluations`` too,
+        with the failures and warnings of the call that filled the entry).
+    memo_misses : int
+        Calls the memo passed on to the utility; zero with the memo off.
     """
 
     n_evaluations: int = 0
@@ -68,10 +73,14 @@ class EvalStats:
     first_failure: str | None = None
     warnings: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    memo_hits: int = 0
+    memo_misses: int = 0
 
     def __iadd__(self, other: EvalStats) -> EvalStats:
         self.n_evaluations += other.n_evaluations
         self.n_failed += other.n_failed
+        self.memo_hits += other.memo_hits
+        self.memo_misses += other.memo_misses
         if self.first_failure is None:
             self.first_failure = other.first_failure
         for key, count in other.warnings.items():
