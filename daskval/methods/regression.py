@@ -1,0 +1,641 @@
+"""Regression estimators of semivalues: Kernel SHAP and faithful Banzhaf regression.
+
+A regression estimator evaluates sampled coalitions ``S`` (0/1 vectors ``z``)
+and fits a linear model of ``u(S)`` in ``z`` by weighted least squares; the
+coefficients are the values. Its statistics are sufficient and mergeable:
+sums of ``w z z^T`` and of ``w z u`` over the sampled coalitions. Workers
+accumulate them (as :class:`~daskval.accumulate.Sums`), the engine tree-sums
+them, and :meth:`RegressionPlan.estimate` solves the small linear system on
+the client.
+
+Two target measures over coalitions, both depending on the size only:
+
+``"shapley"`` (Kernel SHAP, Lundberg & Lee 2017)
+    Each coalition of size ``s`` in ``1 .. n-1`` weighs
+    ``(n-1) / (C(n,s) s (n-s))`` (the Shapley kernel), with ``u(empty)``
+    fixed as the intercept and the efficiency constraint
+    ``sum(phi) = u(N) - u(empty)``. Over all coalitions the solution is the
+    Shapley value (Charnes et al. 1988).
+``"banzhaf"`` (faithful Banzhaf regression)
+    Coalitions weigh ``w^s (1-w)^(n-s)`` (players join independently with
+    probability ``w = inclusion``), the fit has a free intercept. Because the
+    features are independent under this measure, the coefficients are
+    ``E[u | i in S] - E[u | i not in S]``, the weighted Banzhaf value of Li &
+    Yu (2023); ``w = 1/2`` gives the Banzhaf value.
+
+Sampling: a size is drawn from the measure's mass per size (restricted to the
+sizes not enumerated), then a uniform coalition of that size, so each sampled
+coalition carries the importance weight ``mass(s) / proposal(s)`` (a constant
+for Kernel SHAP). Paired sampling adds the complement of every coalition.
+The border trick enumerates the smallest and largest sizes exactly when the
+run's sample count is known up front and sampling would be expected to draw
+at least as many coalitions of those sizes as they hold; their exact sums are
+kept apart from the sampled ones and combined at estimate time.
+
+Standard errors: sample ``j`` belongs to group ``j mod groups``; the sampled
+sums are kept per group and the standard error is the delete-one-group
+jackknife of the solved values.
+
+References
+----------
+.. [1] Lundberg, S. M. and Lee, S.-I. (2017). A unified approach to
+   interpreting model predictions. *NeurIPS* 30.
+.. [2] Covert, I. and Lee, S.-I. (2021). Improving KernelSHAP: practical
+   Shapley value estimation using linear regression. *AISTATS* 130.
+.. [3] Li, W. and Yu, Y. (2023). Robust data valuation with weighted Banzhaf
+   values. *NeurIPS* 36.
+.. [4] Fumagalli, F. et al. (2023). SHAP-IQ: unified approximation of any-order
+   Shapley interactions. *NeurIPS* 36. (The border trick.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+from daskval._validation import check_positive_int
+from daskval.accumulate import Statistic, Sums
+from daskval.plan import Estimate, Plan
+from daskval.samplers import sample_rng
+from daskval.utility import EvalStats, Utility
+
+__all__ = ["RegressionPlan", "RegressionSampler", "make_regression_plan"]
+
+# One accumulator (a Partial of any range) holds groups + 1 matrices of
+# (n+1) x (n+1) float64, and every task ships one to a merge. 16 MiB keeps a
+# partial within what a task result and the client's fetch of the merged
+# state handle comfortably (~10-50 ms on a LAN); with the default 16 groups
+# it allows n <= 320.
+MAX_ACCUMULATOR_BYTES = 16 * 2**20
+MAX_GROUPS = 256
+KINDS = ("shapley", "banzhaf")
+
+
+class RegressionSampler:
+    """Coalitions for regression estimators (Kernel SHAP, Banzhaf regression).
+
+    Parameters
+    ----------
+    paired : bool
+        Evaluate every sampled coalition together with its complement (one
+        sample, two utility calls). This halves Kernel SHAP's error at equal
+        calls on typical games.
+    border : bool
+        When the run's sample count is known up front (a count budget),
+        enumerate the smallest and largest coalition sizes exactly, as the
+        first samples, while sampling would be expected to draw at least as
+        many coalitions of those sizes as exist. With a budget that covers
+        every coalition the estimate is exact.
+    groups : int
+        Samples are split into ``groups`` groups (sample ``j`` into group
+        ``j mod groups``) whose sums are kept apart for the delete-one-group
+        jackknife standard error; 2 .. 256.
+
+    Notes
+    -----
+    Memory: an accumulator holds ``(groups + 1)`` matrices of
+    ``(n+1) x (n+1)`` float64 plus vectors, about
+    ``8 (groups + 1) (n + 1)^2`` bytes. It is capped at 16 MiB, which allows
+    ``n <= 320`` players with the default 16 groups (:meth:`max_players`).
+    Regression estimators also need well over ``n`` samples before their
+    linear system is well posed; beyond a few hundred players use a sampling
+    estimator such as ``PermutationSampler()``.
+
+    Examples
+    --------
+    >>> RegressionSampler(paired=True, border=True, groups=16).describe()
+    {'class': 'RegressionSampler', 'paired': True, 'border': True, 'groups': 16}
+    """
+
+    def __init__(
+        self, *, paired: bool = True, border: bool = True, groups: int = 16
+    ) -> None:
+        for name, flag in (("paired", paired), ("border", border)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        groups = check_positive_int(groups, "groups")
+        if not 2 <= groups <= MAX_GROUPS:
+            raise ValueError(
+                f"groups must lie in 2 .. {MAX_GROUPS} (the jackknife needs at "
+                f"least two groups), got {groups}"
+            )
+        self.paired = bool(paired)
+        self.border = bool(border)
+        self.groups = groups
+
+    def max_players(self) -> int:
+        """The largest number of players whose accumulator fits in 16 MiB."""
+        side = math.isqrt(MAX_ACCUMULATOR_BYTES // (8 * (self.groups + 1)))
+        return side - 2  # side >= n + 1, and room for the vectors
+
+    def max_evaluations_per_sample(self, n: int) -> int:
+        """Utility calls per sample: 2 when paired, else 1."""
+        return 2 if self.paired else 1
+
+    def check(self, n: int) -> None:
+        """Raise ValueError if this sampler cannot serve ``n`` players."""
+        if n < 2:
+            raise ValueError(
+                f"sampler=RegressionSampler() needs at least 2 players, got n={n}: "
+                "the value of a single player is u(N) - u(empty)."
+            )
+        limit = self.max_players()
+        if n > limit:
+            raise ValueError(
+                f"sampler=RegressionSampler() keeps (groups + 1) = "
+                f"{self.groups + 1} matrices of (n+1) x (n+1) float64 per "
+                f"accumulator; n={n} players is above the limit of {limit} for "
+                f"groups={self.groups} (16 MiB per accumulator). Use fewer "
+                "groups, or a sampling estimator such as PermutationSampler()."
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (result metadata, checkpoint identity)."""
+        return {
+            "class": "RegressionSampler",
+            "paired": self.paired,
+            "border": self.border,
+            "groups": self.groups,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RegressionSampler(paired={self.paired}, border={self.border}, "
+            f"groups={self.groups})"
+        )
+
+
+def _log_comb(n: int, k: np.ndarray) -> np.ndarray:
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
+def size_masses(kind: str, n: int, inclusion: float) -> np.ndarray:
+    """The target measure's total mass of each coalition size 0 .. n.
+
+    Kernel SHAP: ``(n-1) / (s (n-s))`` for ``1 <= s <= n-1`` and 0 at the
+    ends (the empty and full sets enter as the intercept and the constraint).
+    Banzhaf: the Binomial(n, inclusion) probabilities.
+    """
+    sizes = np.arange(n + 1)
+    if kind == "shapley":
+        masses = np.zeros(n + 1)
+        inner = sizes[1:n]
+        masses[1:n] = (n - 1) / (inner * (n - inner))
+        return masses
+    with np.errstate(divide="ignore"):
+        log_mass = (
+            _log_comb(n, sizes)
+            + sizes * np.log(inclusion)
+            + (n - sizes) * np.log1p(-inclusion)
+        )
+    return np.exp(log_mass)
+
+
+class _Layout:
+    """Which sample indices enumerate which sizes, and how the rest are drawn.
+
+    Level ``k`` (``1 <= k <= n/2``) holds the coalitions of sizes ``k`` and
+    ``n - k``. The first ``levels`` levels are enumerated, level 1 first, as
+    samples ``0 .. n_border - 1``; the remaining sizes ("the middle") are
+    sampled from ``proposal`` (a distribution over sizes 0 .. n, zero outside
+    the middle).
+    """
+
+    def __init__(
+        self, masses: np.ndarray, n: int, paired: bool, cap: int | None
+    ) -> None:
+        self.n = n
+        self.paired = paired
+        # pairing draws S and its complement, so the proposal must be
+        # symmetric in s <-> n-s; the importance weight corrects for it
+        weights = (masses + masses[::-1]) / 2 if paired else masses.copy()
+        weights[0] = weights[n] = 0.0
+        self.levels = 0
+        self.units: list[int] = []  # samples per enumerated level
+        if cap is not None:
+            self._choose_border(weights, cap)
+        middle = np.zeros(n + 1, dtype=bool)
+        middle[self.levels + 1 : n - self.levels] = True
+        self.middle = middle
+        mass = np.where(middle, weights, 0.0)
+        total = mass.sum()
+        self.proposal = mass / total if total > 0 else mass
+        self.cdf = np.cumsum(self.proposal)
+        self.n_border = sum(self.units)
+        self.offsets = np.concatenate([[0], np.cumsum(self.units)]).astype(np.int64)
+
+    def level_units(self, k: int) -> int:
+        """Samples needed to enumerate level k (sizes k and n-k)."""
+        count = math.comb(self.n, k)
+        if 2 * k == self.n:
+            return count // 2 if self.paired else count
+        return count if self.paired else 2 * count
+
+    def _choose_border(self, weights: np.ndarray, cap: int) -> None:
+        """Enumerate levels from the outside in while the remaining budget would
+        be expected to draw at least as many samples of the level as it holds
+        (enumerating a level the sampler would barely visit wastes budget)."""
+        n, budget = self.n, cap
+        remaining = weights.copy()
+        for k in range(1, n // 2 + 1):
+            units = self.level_units(k)
+            left = sum(self.level_units(t) for t in range(k, n // 2 + 1))
+            share = (remaining[k] + (remaining[n - k] if 2 * k != n else 0.0)) / max(
+                remaining.sum(), np.finfo(float).tiny
+            )
+            # budget >= everything left: enumerate all, the estimate is exact
+            if budget < left and budget * share < units:
+                break
+            self.units.append(units)
+            self.levels = k
+            budget -= units
+            remaining[k] = remaining[n - k] = 0.0
+
+
+def _combinations(
+    n: int, size: int, first: int, stop: int, pool: int = 0
+) -> np.ndarray:
+    """Rows ``first .. stop-1`` of the lexicographic ``size``-subsets of
+    ``pool .. n-1``, as a 0/1 matrix over n players (C speed via itertools)."""
+    chosen = itertools.islice(itertools.combinations(range(pool, n), size), first, stop)
+    flat = np.fromiter(itertools.chain.from_iterable(chosen), dtype=np.intp)
+    rows = stop - first
+    z = np.zeros((rows, n), dtype=bool)
+    if size:
+        z[np.repeat(np.arange(rows), size), flat] = True
+    return z
+
+
+class RegressionPlan(Plan):
+    """Kernel SHAP or (weighted) Banzhaf regression over a range of samples.
+
+    Build it with :func:`make_regression_plan`. Statistics (all
+    :class:`~daskval.accumulate.Sums`): ``enum_xx, enum_xu, enum_count`` for
+    the enumerated coalitions (weighted by their exact measure), and
+    ``xx, xu, count`` per jackknife group for the sampled ones (weighted by
+    their importance weight). The features are ``z`` for Kernel SHAP and
+    ``(1, z)`` for Banzhaf; ``xu`` holds raw utilities (``u(empty)`` is
+    subtracted at estimate time, using ``sum w z = diag(sum w z z^T)``).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        n: int,
+        seed: int,
+        sampler: RegressionSampler,
+        inclusion: float,
+        sample_cap: int | None,
+    ) -> None:
+        self.kind, self.n, self.seed = kind, n, seed
+        self.sampler, self.inclusion, self.sample_cap = sampler, inclusion, sample_cap
+        self.masses = size_masses(kind, n, inclusion)
+        border_cap = sample_cap if sampler.border else None
+        self.layout = _Layout(self.masses, n, sampler.paired, border_cap)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # importance weight of a sampled coalition of each size
+            self.sample_weight = np.where(
+                self.layout.proposal > 0,
+                self.masses
+                / np.where(self.layout.proposal > 0, self.layout.proposal, 1),
+                0.0,
+            )
+        # exact measure of one coalition of each size (enumerated ones)
+        self.coalition_weight = np.exp(
+            np.log(np.maximum(self.masses, np.finfo(float).tiny))
+            - _log_comb(n, np.arange(n + 1))
+        ) * (self.masses > 0)
+        self.dim = n if kind == "shapley" else n + 1
+        self.u_empty = self.u_full = float("nan")
+
+    # -- the Plan contract -------------------------------------------------
+
+    def anchors(self) -> list[np.ndarray]:
+        return [np.empty(0, dtype=np.intp), np.arange(self.n)]
+
+    def bind_anchors(self, values: list[float]) -> None:
+        self.u_empty, self.u_full = (float(v) for v in values)
+
+    def sample_limit(self) -> int | None:
+        # every coalition enumerated: the run is exact and ends there
+        return self.layout.n_border if not self.layout.middle.any() else None
+
+    def max_evaluations_per_sample(self) -> int:
+        return self.sampler.max_evaluations_per_sample(self.n)
+
+    def fixed_evaluations_per_sample(self) -> int | None:
+        return self.max_evaluations_per_sample()
+
+    def empty_statistics(self) -> dict[str, Statistic]:
+        d, g = self.dim, self.sampler.groups
+        return {
+            "regression": Sums.zeros(
+                {
+                    "enum_xx": (d, d),
+                    "enum_xu": (d,),
+                    "enum_count": (1,),
+                    "xx": (g, d, d),
+                    "xu": (g, d),
+                    "count": (g,),
+                }
+            )
+        }
+
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
+        sums = self.empty_statistics()["regression"]
+        assert isinstance(sums, Sums)
+        cut = min(max(start, self.layout.n_border), stop)
+        if cut > start:
+            z, weight = self._border_rows(start, cut)
+            self._accumulate(
+                sums, "enum_", z, weight, self._utilities(utility, z, stats)
+            )
+        if stop > cut:
+            z, size, group = self._sampled_rows(cut, stop)
+            u = self._utilities(utility, z, stats)
+            self._accumulate_groups(sums, z, self.sample_weight[size], group, u)
+        calls = np.full(stop - start, self.max_evaluations_per_sample(), np.int32)
+        return {"regression": sums}, calls
+
+    def estimate(self, moments: dict[str, Statistic]) -> Estimate:
+        sums = moments["regression"]
+        assert isinstance(sums, Sums)
+        coalitions = round(float(sums["enum_count"][0] + sums["count"].sum()))
+        counts = np.full(self.n, coalitions, dtype=np.int64)
+        values, stderr = self._jackknife(sums)
+        return values, stderr, counts
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "plan": f"regression-{self.kind}",
+            "n": self.n,
+            "seed": self.seed,
+            "kind": self.kind,
+            "inclusion": self.inclusion,
+            "sample_cap": self.sample_cap,
+            "border_levels": self.layout.levels,
+            "border_samples": self.layout.n_border,
+            "sampler": self.sampler.describe(),
+        }
+
+    # -- drawing coalitions ------------------------------------------------
+
+    def _border_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The enumerated coalitions of samples ``start .. stop-1`` (in sample
+        order, a coalition's complement right after it when paired)."""
+        layout = self.layout
+        blocks = []
+        for level in range(layout.levels):
+            lo, hi = layout.offsets[level], layout.offsets[level + 1]
+            first, last = max(start, lo) - lo, min(stop, hi) - lo
+            if first < last:
+                blocks.append(self._level_rows(level + 1, int(first), int(last)))
+        z = np.concatenate(blocks)
+        return z, self.coalition_weight[z.sum(axis=1)]
+
+    def _level_rows(self, k: int, first: int, last: int) -> np.ndarray:
+        """Samples ``first .. last-1`` of enumerated level ``k``."""
+        n, count = self.n, math.comb(self.n, k)
+        if 2 * k == n:
+            if not self.sampler.paired:
+                return _combinations(n, k, first, last)
+            # each pair {S, N \ S} once: the S holding player 0
+            z = _combinations(n, k - 1, first, last, pool=1)
+            z[:, 0] = True
+            return _interleave(z, ~z)
+        if self.sampler.paired:
+            z = _combinations(n, k, first, last)
+            return _interleave(z, ~z)
+        # unpaired: the size-k coalitions, then their complements
+        parts = []
+        if first < count:
+            parts.append(_combinations(n, k, first, min(last, count)))
+        if last > count:
+            parts.append(~_combinations(n, k, max(first, count) - count, last - count))
+        return np.concatenate(parts)
+
+    def _sampled_rows(
+        self, start: int, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coalitions, sizes and jackknife groups of sampled samples
+        ``start .. stop-1``; sample j depends on (seed, j) only."""
+        if not self.layout.middle.any():
+            raise ValueError(
+                f"samples from {self.layout.n_border} on do not exist: the border "
+                "enumerates every coalition"
+            )
+        n, paired = self.n, self.sampler.paired
+        rows = stop - start
+        draws = np.empty(rows)
+        keys = np.empty((rows, n))
+        for row, index in enumerate(range(start, stop)):
+            rng = sample_rng(self.seed, index)
+            draws[row] = rng.random()
+            keys[row] = rng.random(n)
+        sizes = np.minimum(np.searchsorted(self.layout.cdf, draws, side="right"), n)
+        # the players holding the `size` smallest keys: a uniform coalition
+        ranks = keys.argsort(axis=1).argsort(axis=1)
+        z = ranks < sizes[:, None]
+        groups = np.arange(start, stop) % self.sampler.groups
+        if paired:
+            z = _interleave(z, ~z)
+            sizes = np.repeat(sizes, 2)
+            sizes[1::2] = n - sizes[1::2]
+            groups = np.repeat(groups, 2)
+        return z, sizes, groups
+
+    # -- statistics --------------------------------------------------------
+
+    def _utilities(
+        self, utility: Utility, z: np.ndarray, stats: EvalStats
+    ) -> np.ndarray:
+        return np.array([utility.evaluate(np.flatnonzero(row), stats) for row in z])
+
+    def _features(self, z: np.ndarray) -> np.ndarray:
+        x = z.astype(float)
+        if self.kind == "banzhaf":
+            x = np.hstack([np.ones((len(z), 1)), x])
+        return x
+
+    def _accumulate(
+        self, sums: Sums, prefix: str, z: np.ndarray, weight: np.ndarray, u: np.ndarray
+    ) -> None:
+        x = self._features(z)
+        sums.arrays[prefix + "xx"] += (x * weight[:, None]).T @ x
+        sums.arrays[prefix + "xu"] += x.T @ (weight * u)
+        sums.arrays[prefix + "count"] += len(z)
+
+    def _accumulate_groups(
+        self,
+        sums: Sums,
+        z: np.ndarray,
+        weight: np.ndarray,
+        group: np.ndarray,
+        u: np.ndarray,
+    ) -> None:
+        x = self._features(z)
+        for g in np.unique(group):
+            rows = group == g
+            xg, wg = x[rows], weight[rows]
+            sums.arrays["xx"][g] += (xg * wg[:, None]).T @ xg
+            sums.arrays["xu"][g] += xg.T @ (wg * u[rows])
+            sums.arrays["count"][g] += rows.sum()
+
+    # -- solving -----------------------------------------------------------
+
+    def _jackknife(self, sums: Sums) -> tuple[np.ndarray, np.ndarray]:
+        """Values from all samples; stderr by the delete-one-group jackknife.
+
+        The enumerated sums are exact and stay in every replicate; only the
+        sampled groups are left out, each replicate rescaling the remaining
+        sampled sums by its own coalition count.
+        """
+        exact_xx, exact_xu = self._exact_part(sums)
+        counts = sums["count"]
+        xx, xu = sums["xx"].sum(axis=0), sums["xu"].sum(axis=0)
+        total = counts.sum()
+        if total > 0:
+            values, full_rank = self._solve(
+                exact_xx + xx / total, exact_xu + xu / total, check_rank=True
+            )
+        else:
+            values, full_rank = self._solve(exact_xx, exact_xu, check_rank=True)
+        if not self.layout.middle.any():
+            return values, np.zeros(self.n)  # every coalition enumerated: exact
+        present = np.flatnonzero(counts > 0)
+        if len(present) < 2 or not full_rank:
+            return values, np.full(self.n, np.inf)
+        replicates = np.empty((len(present), self.n))
+        for row, g in enumerate(present):
+            rest = total - counts[g]
+            replicates[row], _ = self._solve(
+                exact_xx + (xx - sums["xx"][g]) / rest,
+                exact_xu + (xu - sums["xu"][g]) / rest,
+            )
+        spread = replicates - replicates.mean(axis=0)
+        k = len(present)
+        variance = (k - 1) / k * (spread**2).sum(axis=0)
+        return values, np.sqrt(variance)
+
+    def _exact_part(self, sums: Sums) -> tuple[np.ndarray, np.ndarray]:
+        """The enumerated sums, plus u(empty) and u(N) for Banzhaf (whose
+        measure gives them mass; Kernel SHAP uses them as constraints)."""
+        exact_xx = sums["enum_xx"].copy()
+        exact_xu = sums["enum_xu"].copy()
+        if self.kind == "banzhaf":
+            ones = np.ones(self.dim)
+            empty = np.zeros(self.dim)
+            empty[0] = 1.0
+            m_empty, m_full = self.masses[0], self.masses[self.n]
+            exact_xx += m_empty * np.outer(empty, empty) + m_full * np.outer(ones, ones)
+            exact_xu += m_empty * self.u_empty * empty + m_full * self.u_full * ones
+        return exact_xx, exact_xu
+
+    def _solve(
+        self, xx: np.ndarray, xu: np.ndarray, *, check_rank: bool = False
+    ) -> tuple[np.ndarray, bool]:
+        """The values of one weighted least-squares problem, and whether it
+        was well posed (only checked when asked: it costs an SVD)."""
+        if self.kind == "banzhaf":
+            beta, full_rank = _linear_solve(xx, xu, check_rank)
+            return beta[1:], full_rank
+        # Kernel SHAP: min sum w (u - u0 - z.phi)^2 s.t. sum(phi) = u(N) - u0,
+        # as its KKT system; sum w z = diag(sum w z z^T) since z is 0/1
+        n = self.n
+        kkt = np.zeros((n + 1, n + 1))
+        kkt[:n, :n] = xx
+        kkt[:n, n] = kkt[n, :n] = 1.0
+        rhs = np.append(xu - self.u_empty * np.diag(xx), self.u_full - self.u_empty)
+        solution, full_rank = _linear_solve(kkt, rhs, check_rank)
+        return solution[:n], full_rank
+
+
+def _linear_solve(
+    matrix: np.ndarray, rhs: np.ndarray, check_rank: bool
+) -> tuple[np.ndarray, bool]:
+    """Solve, falling back to least squares (minimum norm) when singular."""
+    if check_rank:
+        solution, _, rank, _ = np.linalg.lstsq(matrix, rhs, rcond=None)
+        if rank == len(rhs):
+            return np.linalg.solve(matrix, rhs), True
+        return solution, False
+    try:
+        return np.linalg.solve(matrix, rhs), True
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(matrix, rhs, rcond=None)[0], False
+
+
+def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty((2 * len(a), a.shape[1]), dtype=a.dtype)
+    out[0::2], out[1::2] = a, b
+    return out
+
+
+def make_regression_plan(
+    kind: str,
+    n: int,
+    seed: int,
+    sampler: RegressionSampler,
+    *,
+    inclusion: float = 0.5,
+    sample_cap: int | None = None,
+) -> Plan:
+    """The plan of a regression estimator.
+
+    Parameters
+    ----------
+    kind : {"shapley", "banzhaf"}
+        ``"shapley"``: Kernel SHAP with the efficiency constraint.
+        ``"banzhaf"``: least squares with intercept under the product measure
+        Bern(inclusion)^n: the Banzhaf value for ``inclusion=0.5``, the
+        weighted Banzhaf value of Li & Yu (2023) otherwise.
+    n : int
+        Number of players (2 .. ``sampler.max_players()``).
+    seed : int
+        Root seed; sample ``j`` depends on ``(seed, j)`` only.
+    sampler : RegressionSampler
+        Pairing, border trick and jackknife groups.
+    inclusion : float
+        The probability ``w`` in (0, 1) that a player joins a coalition
+        (Banzhaf only; must stay 0.5 for Kernel SHAP).
+    sample_cap : int, optional
+        The number of samples the run will hold, when a count budget makes
+        it known up front; enables the border trick. None otherwise.
+
+    Returns
+    -------
+    Plan
+        A picklable plan; its ``estimate`` returns values, jackknife standard
+        errors and the number of coalitions evaluated (the same for every
+        player: every coalition informs every coefficient).
+    """
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    n = check_positive_int(n, "n")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(sampler, RegressionSampler):
+        raise TypeError(
+            f"sampler must be a RegressionSampler, got {type(sampler).__name__}"
+        )
+    sampler.check(n)
+    if isinstance(inclusion, bool) or not isinstance(inclusion, numbers.Real):
+        raise TypeError(f"inclusion must be a number, got {type(inclusion).__name__}")
+    inclusion = float(inclusion)
+    if not 0.0 < inclusion < 1.0:
+        raise ValueError(f"inclusion must lie in (0, 1), got {inclusion}")
+    if kind == "shapley" and inclusion != 0.5:
+        raise ValueError(
+            f"inclusion={inclusion} applies to kind='banzhaf' only; Kernel SHAP "
+            "uses the Shapley kernel"
+        )
+    if sample_cap is not None:
+        sample_cap = check_positive_int(sample_cap, "sample_cap", allow_zero=True)
+    return RegressionPlan(kind, n, int(seed), sampler, inclusion, sample_cap)
