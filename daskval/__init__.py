@@ -11,9 +11,27 @@ import logging
 
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
-from daskval.methods import LOOValuation, ShapleyValuation, Valuation
+from daskval.methods import (
+    BanzhafValuation,
+    BetaShapleyValuation,
+    LOOValuation,
+    SemivalueValuation,
+    ShapleyValuation,
+    Valuation,
+    WeightedBanzhafValuation,
+)
 from daskval.result import ValuationResult
-from daskval.samplers import ExactSampler, PermutationSampler, RelativeTruncation
+from daskval.samplers import (
+    AntitheticSampler,
+    ExactSampler,
+    MSRSampler,
+    OwenSampler,
+    PermutationSampler,
+    RelativeTruncation,
+    StratifiedSampler,
+    UniformSampler,
+)
+from daskval.semivalues import Banzhaf, Beta, Semivalue, Shapley, WeightedBanzhaf
 from daskval.stopping import (
     MaxEvaluations,
     MaxSamples,
@@ -29,26 +47,40 @@ __version__ = "0.1.0.dev0"
 logging.getLogger("daskval").addHandler(logging.NullHandler())
 
 __all__ = [
+    "AntitheticSampler",
+    "Banzhaf",
+    "BanzhafValuation",
+    "Beta",
+    "BetaShapleyValuation",
     "DaskvalWarning",
     "Dataset",
     "EvalStats",
     "ExactSampler",
     "FunctionUtility",
     "LOOValuation",
+    "MSRSampler",
     "MaxEvaluations",
     "MaxSamples",
     "MaxStderr",
     "MaxTime",
     "ModelUtility",
+    "OwenSampler",
     "PermutationSampler",
     "RankStable",
     "RelativeTruncation",
     "ScriptGuardError",
+    "Semivalue",
+    "SemivalueValuation",
+    "Shapley",
     "ShapleyValuation",
     "StoppingCriterion",
+    "StratifiedSampler",
+    "UniformSampler",
     "Utility",
     "Valuation",
     "ValuationError",
     "ValuationResult",
+    "WeightedBanzhaf",
+    "WeightedBanzhafValuation",
     "__version__",
 ]

@@ -2,6 +2,20 @@
 
 from daskval.methods.base import Valuation
 from daskval.methods.loo import LOOValuation
+from daskval.methods.semivalue import (
+    BanzhafValuation,
+    BetaShapleyValuation,
+    SemivalueValuation,
+    WeightedBanzhafValuation,
+)
 from daskval.methods.shapley import ShapleyValuation
 
-__all__ = ["LOOValuation", "ShapleyValuation", "Valuation"]
+__all__ = [
+    "BanzhafValuation",
+    "BetaShapleyValuation",
+    "LOOValuation",
+    "SemivalueValuation",
+    "ShapleyValuation",
+    "Valuation",
+    "WeightedBanzhafValuation",
+]
