@@ -34,7 +34,8 @@ from distributed import Client, Future
 from daskval.accumulate import Partial
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.cluster import resolve_client
-from daskval.engine.tasks import anchors_task, leaf_task, merge_task
+from daskval.engine.memo import MemoConfig, ensure_memo, run_metadata
+from daskval.engine.tasks import UtilityRef, anchors_task, leaf_task, merge_task
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan, initial_partial
 from daskval.result import ValuationResult
@@ -65,6 +66,8 @@ class RunSettings:
     merge_interval: float = 0.25
     max_merge_fanin: int = 32
     poll_interval: float = 0.2
+    # True: the workers' memo as configured (defaults if none); False: bypass it
+    memo: bool | MemoConfig = True
 
 
 @dataclass
@@ -77,6 +80,8 @@ class _Progress:
     fetches: int = 0
     max_fetch_bytes: int = 0
     history: list[tuple[float, int, int]] = field(default_factory=list)
+    memo_hits: int = 0
+    memo_misses: int = 0
 
 
 def _min_cap(a: int | None, b: int | None) -> int | None:
@@ -131,6 +136,8 @@ class ValuationHandle:
             "completion": p.completion,
             "elapsed": p.elapsed,
             "status": p.status,
+            "memo_hits": p.memo_hits,
+            "memo_misses": p.memo_misses,
         }
 
     def result(self, timeout: float | None = None) -> ValuationResult:
@@ -180,7 +187,11 @@ class ValuationHandle:
         stop = self.valuation.stop
         if stop is not None:
             stop.reset()
-        plugin = ensure_broadcast(client, self.valuation.utility)
+        memo = settings.memo is not False
+        if memo:
+            config = settings.memo if isinstance(settings.memo, MemoConfig) else None
+            ensure_memo(client, config)
+        plugin = UtilityRef(ensure_broadcast(client, self.valuation.utility), memo)
         self._progress.status = "running"
 
         anchor_stats, seconds_per_eval = EvalStats(), None
@@ -310,7 +321,7 @@ class ValuationHandle:
         self._progress.status = status
         return self._make_results(state, status, begin, task_bytes, client)
 
-    def _submit_leaf(self, plugin: str, start: int, end: int) -> Future:
+    def _submit_leaf(self, plugin: UtilityRef, start: int, end: int) -> Future:
         """Samples ``start .. end-1`` as a task whose key names the run and range."""
         future = self.client.submit(
             leaf_task,
@@ -407,6 +418,8 @@ class ValuationHandle:
             elapsed,
         )
         p.history.append((elapsed, state.stop, state.n_evaluations))
+        p.memo_hits = state.eval_stats.memo_hits
+        p.memo_misses = state.eval_stats.memo_misses
         finished = state.exhausted or (cap is not None and state.stop >= cap)
         if stop is not None:
             p.completion = 1.0 if finished else stop.completion(snap)
@@ -456,6 +469,7 @@ class ValuationHandle:
             "accumulator_bytes": initial_partial(plan).nbytes,
             "warnings": dict(stats.warnings),
             "n_failed": stats.n_failed,
+            "memo": run_metadata(stats, self.settings.memo is not False, client),
             "failures": dict(stats.failures),
             "first_failure": stats.first_failure,
             "budget_exhausted": state.exhausted,
@@ -516,7 +530,11 @@ def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
 
 
 def start_run(
-    valuation: Valuation, *, client: Any = None, samples_per_task: int | None = None
+    valuation: Valuation,
+    *,
+    client: Any = None,
+    samples_per_task: int | None = None,
+    memo: bool | MemoConfig = True,
 ) -> ValuationHandle:
     """Validate, connect and start a run in a background thread."""
     if samples_per_task is not None:
@@ -526,5 +544,9 @@ def start_run(
     plan = valuation.make_plan()  # validates everything before touching a cluster
     _check_budget_pays_for_a_sample(valuation, plan)
     resolved = resolve_client(client)
-    settings = RunSettings(samples_per_task=samples_per_task)
+    if not isinstance(memo, (bool, MemoConfig)):
+        raise TypeError(
+            f"memo must be True, False or a MemoConfig, got {type(memo).__name__}"
+        )
+    settings = RunSettings(samples_per_task=samples_per_task, memo=memo)
     return ValuationHandle(valuation, plan, resolved, settings).start()

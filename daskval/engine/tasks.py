@@ -6,18 +6,36 @@ bytes shipped per task do not grow with the dataset or the model.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from daskval.accumulate import Partial
+from daskval.engine.memo import MemoizedUtility, worker_memo
 from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
 
-__all__ = ["UtilityPlugin", "anchors_task", "leaf_task", "merge_task"]
+__all__ = ["UtilityPlugin", "UtilityRef", "anchors_task", "leaf_task", "merge_task"]
+
+
+@dataclass(frozen=True)
+class UtilityRef:
+    """What a task names to get its utility on a worker.
+
+    Attributes
+    ----------
+    plugin : str
+        The name the utility was broadcast under.
+    memo : bool
+        Evaluate through the worker's memo (when the worker has one).
+    """
+
+    plugin: str
+    memo: bool = False
 
 
 class UtilityPlugin(WorkerPlugin):
@@ -38,26 +56,57 @@ class UtilityPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         self.worker_address = worker.address
 
+    def memoized(self, worker: Any) -> Utility:
+        """The utility seen through the worker's memo (made once, then shared
+        by the worker's threads); the plain utility if the worker has none."""
+        memo = worker_memo(worker)
+        if memo is None:
+            return self.utility
+        # plugins arrive unpickled without the lock: make it on first use
+        lock = self.__dict__.setdefault("_memo_lock", threading.Lock())
+        with lock:
+            wrapped = self.__dict__.get("_memoized")
+            if wrapped is None or wrapped.memo is not memo:
+                wrapped = MemoizedUtility(self.utility, memo)
+                self.__dict__["_memoized"] = wrapped
+        return wrapped
 
-def worker_utility(plugin_name: str) -> Utility:
-    """The utility broadcast under ``plugin_name`` to this worker."""
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_memo_lock", None)
+        state.pop("_memoized", None)
+        return state
+
+
+def worker_utility(ref: UtilityRef | str) -> Utility:
+    """The utility broadcast under ``ref`` to this worker (through the memo
+    when ``ref.memo``)."""
+    if isinstance(ref, str):
+        ref = UtilityRef(ref)
     worker = get_worker()
-    plugin: Any = worker.plugins.get(plugin_name)
+    plugin: Any = worker.plugins.get(ref.plugin)
     if plugin is None:
         raise RuntimeError(
             f"worker {worker.address} has no daskval utility "
-            f"{plugin_name!r}; was it unregistered during the run?"
+            f"{ref.plugin!r}; was it unregistered during the run?"
         )
+    if ref.memo:
+        memoized: Utility = plugin.memoized(worker)
+        return memoized
     utility: Utility = plugin.utility
     return utility
 
 
-def anchors_task(plugin_name: str, plan: Plan) -> tuple[list[float], EvalStats, float]:
+def anchors_task(
+    plugin_name: UtilityRef | str, plan: Plan
+) -> tuple[list[float], EvalStats, float]:
     """Evaluate the plan's anchor coalitions once."""
     return evaluate_anchors(plan, worker_utility(plugin_name))
 
 
-def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
+def leaf_task(
+    plugin_name: UtilityRef | str, plan: Plan, start: int, stop: int
+) -> Partial:
     """Samples ``start .. stop-1`` as a partial state."""
     return evaluate_range(plan, worker_utility(plugin_name), start, stop)
 
@@ -65,7 +114,7 @@ def leaf_task(plugin_name: str, plan: Plan, start: int, stop: int) -> Partial:
 def merge_task(
     prefix: Partial | EvalStats,
     stop: StoppingCriterion | None,
-    plugin_name: str,
+    plugin_name: UtilityRef | str,
     plan: Plan,
     *leaves: Partial,
 ) -> Partial:

@@ -14,6 +14,7 @@ from daskval.stopping import StoppingCriterion
 from daskval.utility import Utility
 
 if TYPE_CHECKING:
+    from daskval.engine.memo import MemoConfig
     from daskval.engine.run import ValuationHandle
 
 __all__ = ["Valuation"]
@@ -78,7 +79,11 @@ class Valuation(ABC):
         }
 
     def submit(
-        self, client: Any = None, *, samples_per_task: int | None = None
+        self,
+        client: Any = None,
+        *,
+        samples_per_task: int | None = None,
+        memo: bool | MemoConfig = True,
     ) -> ValuationHandle:
         """Start the valuation without blocking; returns a handle.
 
@@ -90,20 +95,32 @@ class Valuation(ABC):
         samples_per_task : int, optional
             Fix the number of samples per task instead of sizing tasks from
             the measured evaluation time (values do not depend on it).
+        memo : bool or MemoConfig
+            Evaluate through the workers' memo (default), which reuses u(S)
+            across points, samplers, methods and fits on the same cluster;
+            ``False`` bypasses it. A :class:`~daskval.MemoConfig` also sets
+            the memo's memory bound and disk spill on every worker. Values,
+            budgets and failure counts are the same either way.
         """
         from daskval.engine.run import start_run
 
-        return start_run(self, client=client, samples_per_task=samples_per_task)
+        return start_run(
+            self, client=client, samples_per_task=samples_per_task, memo=memo
+        )
 
     def fit(
-        self, client: Any = None, *, samples_per_task: int | None = None
+        self,
+        client: Any = None,
+        *,
+        samples_per_task: int | None = None,
+        memo: bool | MemoConfig = True,
     ) -> Valuation:
         """Run the valuation to its end, set ``result_`` and return ``self``.
 
         ``results_`` maps every output's name to its result (one entry, the
         method's name, unless the method estimates several values at once).
         """
-        handle = self.submit(client, samples_per_task=samples_per_task)
+        handle = self.submit(client, samples_per_task=samples_per_task, memo=memo)
         self.results_ = handle.results()
         self.result_ = next(iter(self.results_.values()))
         return self
