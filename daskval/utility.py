@@ -659,10 +659,13 @@ class ModelUtility(Utility):
     depend on it). Only a :meth:`chain` warm-starts: it keeps the model it
     fitted last and refits that model, with ``warm_start`` set on this copy,
     on the next coalition of the path. A warm u(S) thus depends on the path
-    to S. For a convex objective (LogisticRegression, a linear SGD model) the
-    optimizer stops at the same optimum from either start, so warm and cold
-    values differ only within the optimizer's tolerance ``tol``; a
-    non-convex model (MLPClassifier) may end in another local optimum, and
+    to S. For a convex objective solved deterministically (LogisticRegression
+    with lbfgs, newton-cg or sag; Lasso, ElasticNet) the solver stops near
+    the same optimum from either start, so warm and cold values differ only
+    within the optimizer's tolerance ``tol`` (the gap shrinks with ``tol``).
+    A stochastic solver (SGDClassifier) stops at a noisy iterate: warm and
+    cold values then differ by about as much as cold values under two seeds.
+    A non-convex model (MLPClassifier) may end in another local optimum, and
     its warm values are then a different game, not an approximation. A chain
     fits cold instead when a coalition leaves the path (it does not contain
     the previous one), when its classes differ from those of the previous
