@@ -20,6 +20,7 @@ from daskval.methods import (
     Valuation,
     WeightedBanzhafValuation,
 )
+from daskval.methods.regression import RegressionSampler
 from daskval.result import ValuationResult
 from daskval.samplers import (
     AntitheticSampler,
@@ -67,6 +68,7 @@ __all__ = [
     "OwenSampler",
     "PermutationSampler",
     "RankStable",
+    "RegressionSampler",
     "RelativeTruncation",
     "ScriptGuardError",
     "Semivalue",

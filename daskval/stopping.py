@@ -29,7 +29,11 @@ __all__ = [
     "RankStable",
     "Snapshot",
     "StoppingCriterion",
+    "planned_samples",
 ]
+
+# sample counts up to which a count budget's end is worked out up front
+_PLANNING_HORIZON = 2**20
 
 
 @dataclass
@@ -94,6 +98,44 @@ class StoppingCriterion(ABC):
 
     def __repr__(self) -> str:
         return self.describe()
+
+
+def planned_samples(
+    stop: StoppingCriterion | None,
+    anchor_evaluations: int,
+    evaluations_per_sample: int | None,
+    limit: int | None = None,
+) -> int | None:
+    """How many samples a run will hold when counts alone decide it.
+
+    Parameters
+    ----------
+    stop : StoppingCriterion or None
+        The run's criterion (None: the sampler's ``limit`` ends it).
+    anchor_evaluations : int
+        Utility calls spent before the first sample (u(empty), u(N), ...).
+    evaluations_per_sample : int or None
+        The calls of every sample when constant; None when they vary (then
+        only sample counts are planned, evaluation budgets are cut exactly
+        as the run goes).
+    limit : int, optional
+        The number of distinct samples there are (exact enumeration).
+
+    Returns
+    -------
+    int or None
+        An upper bound on the samples of the run, exact for constant costs;
+        None when values or time decide.
+    """
+    if stop is None:
+        return limit
+    horizon = _PLANNING_HORIZON if limit is None else min(limit, _PLANNING_HORIZON)
+    per_sample = evaluations_per_sample or 0
+    spent = anchor_evaluations + per_sample * np.arange(horizon + 1, dtype=np.int64)
+    planned = stop.count_stop(spent, 0)
+    if limit is None:
+        return planned
+    return limit if planned is None else min(limit, planned)
 
 
 def _as_criterion(value: Any, op: str) -> StoppingCriterion:

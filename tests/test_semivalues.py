@@ -458,3 +458,53 @@ BAD = [
 def test_bad_arguments_are_refused(make: Callable, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         make(GAMES[0])
+
+
+def test_regression_sampler_through_the_engine(client: Client) -> None:
+    """Kernel SHAP and Banzhaf regression run as valuations; with a budget
+    that pays for every coalition, Kernel SHAP's border trick makes it exact."""
+    game = GAMES[1]  # 7 players: 126 coalitions besides the anchors
+    expected = references(game)
+    exact = dv.ShapleyValuation(
+        game, sampler=dv.RegressionSampler(), stop=dv.MaxEvaluations(2 + 126)
+    ).fit(client=client)
+    result = exact.result_
+    assert result is not None and result.n_evaluations == 128
+    np.testing.assert_allclose(result.values, expected["shapley"], atol=TOL)
+    for valuation, name in [
+        (
+            dv.BanzhafValuation(
+                game, sampler=dv.RegressionSampler(), stop=dv.MaxSamples(4000), seed=2
+            ),
+            "banzhaf",
+        ),
+        (
+            dv.WeightedBanzhafValuation(
+                game,
+                0.3,
+                sampler=dv.RegressionSampler(paired=False),
+                stop=dv.MaxSamples(4000),
+                seed=2,
+            ),
+            "weighted-banzhaf(0.3)",
+        ),
+    ]:
+        estimate = valuation.fit(client=client).result_
+        assert estimate is not None
+        assert np.all(
+            np.abs(estimate.values - expected[name]) <= 4 * estimate.stderr + 1e-12
+        ), name
+
+
+def test_regression_sampler_refuses_other_semivalues() -> None:
+    with pytest.raises(ValueError, match="one semivalue at a time"):
+        dv.BetaShapleyValuation(
+            GAMES[0], 16, 1, sampler=dv.RegressionSampler(), stop=dv.MaxSamples(5)
+        )
+    with pytest.raises(ValueError, match="one semivalue at a time"):
+        dv.SemivalueValuation(
+            GAMES[0],
+            [dv.Shapley(), dv.Banzhaf()],
+            sampler=dv.RegressionSampler(),
+            stop=dv.MaxSamples(5),
+        )

@@ -34,12 +34,12 @@ from distributed import Client, Future
 from daskval.accumulate import Partial
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.cluster import resolve_client
-from daskval.engine.memo import MemoConfig, ensure_memo, run_metadata
+from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.tasks import UtilityRef, anchors_task, leaf_task, merge_task
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan, initial_partial
 from daskval.result import ValuationResult
-from daskval.stopping import Snapshot
+from daskval.stopping import Snapshot, planned_samples
 from daskval.utility import EvalStats
 
 if TYPE_CHECKING:
@@ -51,8 +51,6 @@ logger = logging.getLogger("daskval")
 
 # a task's contribution matrix (samples x players floats) stays below this
 _MAX_TASK_BYTES = 64 * 2**20
-# sample counts up to which the client works out a count budget's cap up front
-_CAP_HORIZON = 2**20
 
 
 @dataclass
@@ -84,12 +82,6 @@ class _Progress:
     memo_misses: int = 0
 
 
-def _min_cap(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
 class ValuationHandle:
     """A running valuation: poll it, wait for it, or cancel it.
 
@@ -111,6 +103,8 @@ class ValuationHandle:
         # at once instead of polling
         self._wake = threading.Event()
         self._cancel_status = "cancelled"
+        # with the memo on: which worker each block of an enumeration goes to
+        self._placement: Placement | None = None
         self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
@@ -192,6 +186,8 @@ class ValuationHandle:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
         plugin = UtilityRef(ensure_broadcast(client, self.valuation.utility), memo)
+        if memo:
+            self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
 
         anchor_stats, seconds_per_eval = EvalStats(), None
@@ -259,6 +255,8 @@ class ValuationHandle:
             while len(in_flight) < window and (cap is None or next_start < cap):
                 size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
                 end = next_start + size if cap is None else min(cap, next_start + size)
+                if self._placement is not None:
+                    end = self._placement.clip(next_start, end)
                 leaf = self._submit_leaf(plugin, next_start, end)
                 in_flight[leaf] = (next_start, end)
                 next_start = end
@@ -331,6 +329,7 @@ class ValuationHandle:
             end,
             pure=False,
             key=f"daskval-leaf-{self.run_id}-{start}-{end}",
+            **({} if self._placement is None else self._placement.hint(start)),
         )
         future.add_done_callback(self._wake_up)
         return future
@@ -344,14 +343,13 @@ class ValuationHandle:
         With a varying cost per sample, evaluation budgets are cut exactly by
         the merge tasks, which see every sample's cost.
         """
-        plan, stop = self.plan, self.valuation.stop
-        cap = plan.sample_limit()
-        if stop is None:
-            return cap
-        horizon = _CAP_HORIZON if cap is None else min(cap, _CAP_HORIZON)
-        cheapest = plan.fixed_evaluations_per_sample() or 0
-        spent = anchor_evaluations + cheapest * np.arange(horizon + 1, dtype=np.int64)
-        return _min_cap(cap, stop.count_stop(spent, 0))
+        plan = self.plan
+        return planned_samples(
+            self.valuation.stop,
+            anchor_evaluations,
+            plan.fixed_evaluations_per_sample(),
+            plan.sample_limit(),
+        )
 
     def _task_size(
         self,

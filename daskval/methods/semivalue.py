@@ -30,6 +30,7 @@ import numpy as np
 
 from daskval.accumulate import Moments, Statistic, Sums
 from daskval.methods.base import Valuation
+from daskval.methods.regression import RegressionSampler, make_regression_plan
 from daskval.plan import EnumerationPlan, Estimate, Plan
 from daskval.samplers import (
     CoalitionSampler,
@@ -47,7 +48,7 @@ from daskval.semivalues import (
     WeightedBanzhaf,
     log_binomial,
 )
-from daskval.stopping import StoppingCriterion
+from daskval.stopping import StoppingCriterion, planned_samples
 from daskval.utility import EvalStats, Utility
 
 __all__ = [
@@ -203,7 +204,7 @@ class PermutationSemivaluePlan(_SemivaluePlan):
         first_cut = truncation.first_position(n) if truncation is not None else n
         marginals = np.zeros(n)
         previous, calls = self.u_empty, 0
-        path = _path_evaluator(utility)
+        path = utility.chain()  # warm starts along the permutation, if enabled
         for size in range(1, n):
             current = path.evaluate(perm[:size], stats)
             calls += 1
@@ -246,18 +247,6 @@ class PermutationSemivaluePlan(_SemivaluePlan):
 
     def describe(self) -> dict[str, Any]:
         return self._describe("permutation-semivalue", self.sampler.describe())
-
-
-class _Cold:
-    """The path evaluator of a utility without :meth:`chain` (cold fits)."""
-
-    def __init__(self, utility: Utility) -> None:
-        self.evaluate = utility.evaluate
-
-
-def _path_evaluator(utility: Utility) -> Any:
-    chain = getattr(utility, "chain", None)
-    return chain() if chain is not None else _Cold(utility)
 
 
 class FlipSemivaluePlan(_SemivaluePlan):
@@ -521,7 +510,10 @@ def _check_support(
 
 # -- valuations ---------------------------------------------------------------
 
-_MONTE_CARLO = (PermutationSampler, CoalitionSampler)
+# every sampler a semivalue valuation accepts
+AnySampler = Sampler | RegressionSampler
+_MONTE_CARLO = (PermutationSampler, CoalitionSampler, RegressionSampler)
+_REGRESSION_SEMIVALUES = (Shapley, Banzhaf, WeightedBanzhaf)
 
 
 class SemivalueValuation(Valuation):
@@ -544,7 +536,10 @@ class SemivalueValuation(Valuation):
         coalition, sizes uniform: every call updates every player and every
         semivalue). Also: ``ExactSampler()``, ``PermutationSampler()``,
         ``UniformSampler()``, ``AntitheticSampler()``,
-        ``StratifiedSampler()``, ``OwenSampler()``.
+        ``StratifiedSampler()``, ``OwenSampler()``; and, for Shapley,
+        Banzhaf or weighted Banzhaf alone, ``RegressionSampler()`` (Kernel
+        SHAP / least-squares Banzhaf: the fewest calls per unit of accuracy
+        at small n; see :mod:`daskval.methods.regression`).
     stop : StoppingCriterion, optional
         Required for Monte Carlo samplers; must be None with ExactSampler.
     seed : int, optional
@@ -571,7 +566,7 @@ class SemivalueValuation(Valuation):
         utility: Utility,
         semivalues: Sequence[Semivalue],
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
@@ -580,9 +575,9 @@ class SemivalueValuation(Valuation):
         _check_sampler(sampler, stop, self.semivalues)
         super().__init__(utility, stop=stop, seed=seed)
         sampler.check(utility.n)
-        self.sampler = sampler
+        self.sampler: AnySampler = sampler
 
-    def _default_sampler(self) -> Sampler:
+    def _default_sampler(self) -> AnySampler:
         return MSRSampler(inclusion=None)
 
     def describe(self) -> dict[str, Any]:
@@ -596,12 +591,32 @@ class SemivalueValuation(Valuation):
         n, seed, sampler = self.utility.n, self.seed, self.sampler
         if isinstance(sampler, ExactSampler):
             return ExactSemivaluePlan(n, self.semivalues)
+        if isinstance(sampler, RegressionSampler):
+            return self._regression_plan(sampler)
         if isinstance(sampler, PermutationSampler):
             return PermutationSemivaluePlan(n, seed, sampler, self.semivalues)
         if isinstance(sampler, MSRSampler):
             return MSRSemivaluePlan(n, seed, sampler, self.semivalues)
         assert isinstance(sampler, CoalitionSampler)
         return FlipSemivaluePlan(n, seed, sampler, self.semivalues)
+
+    def _regression_plan(self, sampler: RegressionSampler) -> Plan:
+        (semivalue,) = self.semivalues
+        paired = sampler.max_evaluations_per_sample(self.utility.n)
+        # the border trick enumerates whole size strata the budget can pay for
+        cap = planned_samples(self.stop, 2, paired)
+        if isinstance(semivalue, WeightedBanzhaf):
+            return make_regression_plan(
+                "banzhaf",
+                self.utility.n,
+                self.seed,
+                sampler,
+                inclusion=semivalue.w,
+                sample_cap=cap,
+            )
+        return make_regression_plan(
+            "shapley", self.utility.n, self.seed, sampler, sample_cap=cap
+        )
 
 
 def _check_semivalues(semivalues: Any) -> list[Semivalue]:
@@ -627,11 +642,19 @@ def _check_semivalues(semivalues: Any) -> list[Semivalue]:
 def _check_sampler(
     sampler: Any, stop: StoppingCriterion | None, semivalues: list[Semivalue]
 ) -> None:
-    if not isinstance(sampler, (ExactSampler, *_MONTE_CARLO)):
+    if not isinstance(sampler, (ExactSampler, RegressionSampler, *_MONTE_CARLO)):
         raise TypeError(
             "sampler must be one of ExactSampler, PermutationSampler, "
             "UniformSampler, AntitheticSampler, MSRSampler, StratifiedSampler, "
-            f"OwenSampler, got {type(sampler).__name__}"
+            f"OwenSampler, RegressionSampler, got {type(sampler).__name__}"
+        )
+    if isinstance(sampler, RegressionSampler) and (
+        len(semivalues) != 1 or type(semivalues[0]) not in _REGRESSION_SEMIVALUES
+    ):
+        raise ValueError(
+            "sampler=RegressionSampler() estimates one semivalue at a time, "
+            "Shapley (Kernel SHAP), Banzhaf or weighted Banzhaf (least squares), "
+            f"got {[v.name for v in semivalues]}"
         )
     if isinstance(sampler, ExactSampler) and stop is not None:
         raise ValueError(
@@ -653,7 +676,7 @@ class _SingleSemivalue(SemivalueValuation):
         utility: Utility,
         semivalue: Semivalue,
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
@@ -688,13 +711,13 @@ class BanzhafValuation(_SingleSemivalue):
         self,
         utility: Utility,
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(utility, Banzhaf(), sampler=sampler, stop=stop, seed=seed)
 
-    def _default_sampler(self) -> Sampler:
+    def _default_sampler(self) -> AnySampler:
         return MSRSampler()
 
 
@@ -725,7 +748,7 @@ class WeightedBanzhafValuation(_SingleSemivalue):
         utility: Utility,
         w: float,
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
@@ -733,7 +756,7 @@ class WeightedBanzhafValuation(_SingleSemivalue):
         self.w = semivalue.w
         super().__init__(utility, semivalue, sampler=sampler, stop=stop, seed=seed)
 
-    def _default_sampler(self) -> Sampler:
+    def _default_sampler(self) -> AnySampler:
         return MSRSampler(inclusion=self.w)
 
 
@@ -769,7 +792,7 @@ class BetaShapleyValuation(_SingleSemivalue):
         alpha: float,
         beta: float,
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
@@ -777,5 +800,5 @@ class BetaShapleyValuation(_SingleSemivalue):
         self.alpha, self.beta = semivalue.alpha, semivalue.beta
         super().__init__(utility, semivalue, sampler=sampler, stop=stop, seed=seed)
 
-    def _default_sampler(self) -> Sampler:
+    def _default_sampler(self) -> AnySampler:
         return PermutationSampler()

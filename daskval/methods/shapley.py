@@ -3,8 +3,8 @@ enumeration, and every sampler of the semivalue family."""
 
 from __future__ import annotations
 
-from daskval.methods.semivalue import _SingleSemivalue
-from daskval.samplers import PermutationSampler, Sampler
+from daskval.methods.semivalue import AnySampler, _SingleSemivalue
+from daskval.samplers import PermutationSampler
 from daskval.semivalues import Shapley
 from daskval.stopping import StoppingCriterion
 from daskval.utility import Utility
@@ -45,11 +45,11 @@ class ShapleyValuation(_SingleSemivalue):
         self,
         utility: Utility,
         *,
-        sampler: Sampler | None = None,
+        sampler: AnySampler | None = None,
         stop: StoppingCriterion | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(utility, Shapley(), sampler=sampler, stop=stop, seed=seed)
 
-    def _default_sampler(self) -> Sampler:
+    def _default_sampler(self) -> AnySampler:
         return PermutationSampler()
