@@ -210,6 +210,17 @@ class Utility(ABC):
     def fingerprint(self) -> str:
         """A hash that is stable across processes and runs and identifies u."""
 
+    def identity(self) -> str:
+        """A hash that identifies this object's behaviour, not only u.
+
+        The :meth:`fingerprint` identifies the cold values u(S) (what a memo
+        may key on); settings that leave those unchanged but change what the
+        object computes elsewhere (warm starts in :meth:`chain`) are left out
+        of it and added here. Two utilities may share one copy on the
+        workers only when their identities are equal.
+        """
+        return self.fingerprint()
+
     def describe(self) -> dict[str, Any]:
         """A small JSON-able description for result metadata."""
         return {"class": type(self).__name__, "n": self.n}
@@ -730,6 +741,11 @@ class ModelUtility(Utility):
                 repr(self.seed),
             )
         return self._fingerprint
+
+    def identity(self) -> str:
+        if not self.warm_start:
+            return self.fingerprint()
+        return _sha("daskval.ModelUtility.warm_start/1", self.fingerprint())
 
     def describe(self) -> dict[str, Any]:
         return {
