@@ -677,7 +677,10 @@ class ModelUtility(Utility):
     A stochastic solver (SGDClassifier) stops at a noisy iterate: warm and
     cold values then differ by about as much as cold values under two seeds.
     A non-convex model (MLPClassifier) may end in another local optimum, and
-    its warm values are then a different game, not an approximation. A chain
+    its warm values are then a different game, not an approximation. Solvers
+    that ignore ``warm_start`` (LogisticRegression's liblinear) fit cold in a
+    chain too. Of a Pipeline, only the final step warm-starts; the steps
+    before it are refitted on each coalition as in a cold fit. A chain
     fits cold instead when a coalition leaves the path (it does not contain
     the previous one), when its classes differ from those of the previous
     fit (scikit-learn cannot continue across a changed set of classes), and

@@ -13,7 +13,7 @@ import cloudpickle
 import numpy as np
 import pytest
 from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
@@ -270,40 +270,53 @@ def _objective_gradient(model: Any, x: np.ndarray, y: np.ndarray, c: float) -> A
     return gradient, float(np.linalg.eigvalsh(hessian)[0])
 
 
+def _split_pipeline(model: Any, x: np.ndarray) -> tuple[Any, np.ndarray]:
+    """The final logistic regression of ``model`` and the rows it sees."""
+    if hasattr(model, "steps"):
+        return model[-1], model[:-1].transform(x)
+    return model, x
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["logreg", "pipeline"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_warm_chain_agrees_with_cold_fits_within_the_solver_tolerance(
-    seed: int,
+    seed: int, pipeline: bool
 ) -> None:
     """Why this bound. The objective f is mu-strongly convex near its optimum
     (mu: smallest Hessian eigenvalue), so two points with gradients g_w, g_c
     lie within ||w_w - w_c|| <= (||g_w|| + ||g_c||) / mu of each other; lbfgs
     stops them both at a gradient of the order of ``tol`` (gtol=tol; or
     earlier, on its ftol, hence the measured gradients). The test log-loss
-    is L-Lipschitz in (coef, intercept), with L the mean norm of [x_test, 1].
-    So |u_warm - u_cold| <= L (||g_w|| + ||g_c||) / mu, per prefix; at
-    tol=1e-8 that is ~1e-6, while u moves by ~1e-2 between prefixes.
+    is L-Lipschitz in (coef, intercept), with L the mean norm of [x_test, 1]
+    (as the final step sees x_test). So |u_warm - u_cold| <= L (||g_w|| +
+    ||g_c||) / mu, per prefix; at tol=1e-8 that is ~1e-6, while u moves by
+    ~1e-2 between prefixes. In a Pipeline the scaler is refitted cold, equal
+    in both fits, so the same bound holds on the scaled rows.
     """
     tol, c = 1e-8, 1.0
     data = _classification()
     model = LogisticRegression(tol=tol, C=c, max_iter=10_000)
+    if pipeline:
+        model = make_pipeline(StandardScaler(), model)
     utility = dv.ModelUtility(model, data, scoring="neg_log_loss", warm_start=True)
-    lipschitz = float(
-        np.mean(np.linalg.norm(np.c_[data.x_test, np.ones(len(data.y_test))], axis=1))
-    )
     chain = _warm_chain(utility)
     stats, cold_stats, worst = EvalStats(), EvalStats(), 0.0
     with utility.context():
         for subset in _prefixes(data.n, seed):
             warm_u = chain.evaluate(subset, stats)
             cold_u = utility.evaluate(subset, cold_stats)
-            warm_model = chain._model
-            if warm_model is None:  # a single-class prefix: both failed
+            if chain._model is None:  # a single-class prefix: both failed
                 assert warm_u == cold_u == utility.default
                 continue
             x, y = data.x_train[subset], data.y_train[subset]
-            cold_model = LogisticRegression(tol=tol, C=c, max_iter=10_000).fit(x, y)
-            g_warm, _ = _objective_gradient(warm_model, x, y, c)
-            g_cold, mu = _objective_gradient(cold_model, x, y, c)
+            warm_lr, x_seen = _split_pipeline(chain._model, x)
+            cold_lr, _ = _split_pipeline(clone(model).fit(x, y), x)
+            _, x_test = _split_pipeline(chain._model, data.x_test)
+            lipschitz = np.mean(
+                np.linalg.norm(np.c_[x_test, np.ones(len(x_test))], axis=1)
+            )
+            g_warm, _ = _objective_gradient(warm_lr, x_seen, y, c)
+            g_cold, mu = _objective_gradient(cold_lr, x_seen, y, c)
             bound = lipschitz * (np.linalg.norm(g_warm) + np.linalg.norm(g_cold)) / mu
             assert abs(warm_u - cold_u) <= bound, (len(subset), warm_u, cold_u)
             worst = max(worst, bound)
