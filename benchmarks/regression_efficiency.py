@@ -9,7 +9,8 @@ estimators are compared on utility calls, not fit time. The budget ``B``
 counts every call, the anchors u(empty) and u(N) included.
 
 Prints the RMSE over players against the exact values, mean over 20 seeds, for
-Kernel SHAP (paired, border on/off) and Banzhaf regression (paired), next to
+Kernel SHAP (paired, border on/off; unpaired; 2-additive) and Banzhaf
+regression (paired; 2-additive), next to
 the best figures of the notes (shapiq / pyDVL).
 
 Run: ``python benchmarks/regression_efficiency.py [--seeds 20] [--cache PATH]``
@@ -129,7 +130,17 @@ def main() -> None:
         ("shapley", "Kernel SHAP, paired, border", RegressionSampler()),
         ("shapley", "Kernel SHAP, paired, no border", RegressionSampler(border=False)),
         ("shapley", "Kernel SHAP, unpaired, border", RegressionSampler(paired=False)),
+        (
+            "shapley",
+            "2-additive Kernel SHAP, paired, border",
+            RegressionSampler(order=2),
+        ),
         ("banzhaf", "Banzhaf regression, paired", RegressionSampler()),
+        (
+            "banzhaf",
+            "2-additive Banzhaf regression, paired",
+            RegressionSampler(order=2),
+        ),
     ]
     print(f"wine, n={N}; RMSE over players, mean of {args.seeds} seeds")
     print("| estimator | " + " | ".join(f"B={b}" for b in BUDGETS) + " |")

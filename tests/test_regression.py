@@ -214,6 +214,7 @@ def test_plan_pickles_and_describes_itself() -> None:
         "paired": False,
         "border": True,
         "groups": 8,
+        "order": 1,
     }
     assert pickle.loads(pickle.dumps(plan)).describe() == plan.describe()
     assert plan.max_evaluations_per_sample() == 1
