@@ -121,6 +121,23 @@ def test_banzhaf_regression_is_exact_with_a_budget_covering_every_coalition(
     np.testing.assert_array_equal(stderr, 0.0)
 
 
+@pytest.mark.parametrize(("kind", "inclusion"), [("shapley", 0.5), ("banzhaf", 0.3)])
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+def test_two_additive_regression_is_exact_with_a_full_budget(
+    kind: str, inclusion: float, paired: bool
+) -> None:
+    game = GAMES[-1]
+    cap = ((1 << game.n) - 2) // (2 if paired else 1)
+    sampler = RegressionSampler(paired=paired, order=2)
+    plan = make_regression_plan(
+        kind, game.n, 0, sampler, inclusion=inclusion, sample_cap=cap
+    )
+    values, stderr, _ = run(plan, game, cap, step=40)
+    reference = brute_force(table_of(game), game.n, kind, inclusion)
+    np.testing.assert_allclose(values, reference, atol=TOL)
+    np.testing.assert_array_equal(stderr, 0.0)
+
+
 def test_no_samples_past_a_complete_enumeration() -> None:
     plan = make_regression_plan("shapley", 4, 0, RegressionSampler(), sample_cap=100)
     assert plan.sample_limit() == 7
@@ -230,6 +247,8 @@ def test_plan_pickles_and_describes_itself() -> None:
         ({"groups": 1}, ValueError, "groups must lie in 2"),
         ({"groups": 2.5}, ValueError, "groups must be a whole number"),
         ({"groups": "8"}, TypeError, "groups must be an integer"),
+        ({"order": 3}, ValueError, "order must be 1 or 2"),
+        ({"order": 2.0}, TypeError, "order must be 1 or 2"),
     ],
 )
 def test_bad_sampler_arguments(kwargs: dict, error: type, match: str) -> None:
@@ -247,6 +266,9 @@ def test_too_many_players() -> None:
     with pytest.raises(ValueError, match="at least 2 players"):
         sampler.check(1)
     assert RegressionSampler(groups=2).max_players() > limit
+    assert RegressionSampler(order=2).max_players() == 25
+    with pytest.raises(ValueError, match="limit of 25"):
+        RegressionSampler(order=2).check(26)
 
 
 @pytest.mark.parametrize(
