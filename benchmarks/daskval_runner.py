@@ -7,6 +7,11 @@ one thread each, 127.0.0.1; start-up timed separately), then time
                         sampler=dv.PermutationSampler(), stop=dv.MaxSamples(P),
                         seed=42).fit(client=client)
 
+(W1, W4), or for MSR Banzhaf (W2)
+
+    dv.BanzhafValuation(utility, sampler=dv.MSRSampler(), stop=dv.MaxSamples(N),
+                        seed=42).fit(client=client)
+
 ``--mode sequential`` (a diagnostic): the same plan, the same samples, run in
 this process through daskval's worker-side code path (anchors, then one range
 of samples) with no Dask at all. Its time per evaluation against the ideal's
@@ -42,18 +47,26 @@ import daskval as dv
 Arrays = tuple[Any, Any, Any, Any]
 
 
-def make_valuation(
-    workload: Workload, arrays: Arrays, model: Any
-) -> dv.ShapleyValuation:
+METHODS = ("permutation", "msr")
+
+
+def make_valuation(workload: Workload, arrays: Arrays, model: Any) -> dv.Valuation:
     """The workload's valuation, built as a user would."""
     data = dv.Dataset(*arrays)
     utility = dv.ModelUtility(model, data, scoring="accuracy")
+    stop = dv.MaxSamples(workload.budget)
+    if workload.method == "msr":
+        return dv.BanzhafValuation(
+            utility, sampler=dv.MSRSampler(), stop=stop, seed=SEED
+        )
     return dv.ShapleyValuation(
-        utility,
-        sampler=dv.PermutationSampler(),
-        stop=dv.MaxSamples(workload.budget),
-        seed=SEED,
+        utility, sampler=dv.PermutationSampler(), stop=stop, seed=SEED
     )
+
+
+def empty_anchors(valuation: dv.Valuation) -> int:
+    """How many of the plan's one-off coalitions are empty (they fit nothing)."""
+    return sum(len(c) == 0 for c in valuation.make_plan().anchors())
 
 
 def start_cluster(
@@ -147,15 +160,19 @@ def main() -> None:
     parser.add_argument("--mode", choices=("cluster", "sequential"), default="cluster")
     args = parser.parse_args()
     workload = workload_from_args(args)
-    if workload.method != "permutation":
+    if workload.method not in METHODS:
         raise SystemExit(f"daskval's {workload.method!r} runner is not implemented yet")
     if args.mode == "cluster":
         record = run_cluster(workload, args.workers)
     else:
         record = run_sequential(workload)
-    # u(empty) is the one empty coalition daskval evaluates (an anchor); it
-    # fits nothing, and every evaluation it counts enters the result
-    fits = record["evaluations"] - 1
+    # u(empty), when an anchor, is the one empty coalition daskval evaluates;
+    # it fits nothing, and every evaluation it counts enters the result
+    arrays = make_data(workload.n_train, workload.n_test)
+    valuation = make_valuation(workload, arrays, model_of(workload))
+    anchors = len(valuation.make_plan().anchors())
+    fits = record["evaluations"] - empty_anchors(valuation)
+    record["extra"]["anchor_evaluations"] = anchors
     record["extra"]["versions"] = versions(
         "daskval", "dask", "distributed", "numpy", "scikit-learn"
     )

@@ -1,7 +1,7 @@
 """The ideal: a plain sequential loop over the workload's subsets.
 
 For each subset (prefixes of random permutations, as permutation Shapley
-draws them): ``clone(model)``, ``fit(X[s], y[s])``,
+draws them; Bernoulli(1/2) subsets for MSR): ``clone(model)``, ``fit(X[s], y[s])``,
 ``get_scorer("accuracy")(m, X_test, y_test)``; a failed fit scores 0. No
 framework, no parallelism: the harness divides its time by the number of
 cores to get the ideal parallel time.
@@ -23,10 +23,10 @@ from workloads import (
     emit,
     make_data,
     make_model,
-    permutation_prefixes,
     runner_arguments,
     versions,
     workload_from_args,
+    workload_subsets,
 )
 
 
@@ -75,11 +75,11 @@ def main() -> None:
     """Run the ideal loop once and print its record."""
     args = runner_arguments(__doc__.splitlines()[0]).parse_args()
     workload = workload_from_args(args)
-    if workload.method != "permutation":
+    if workload.method not in ("permutation", "msr"):
         raise SystemExit(f"the ideal for {workload.method!r} is not implemented yet")
     data = make_data(workload.n_train, workload.n_test)
     model = make_model(workload.model)
-    subsets = permutation_prefixes(workload.n_train, workload.budget)
+    subsets = workload_subsets(workload)
     timing = ideal_loop(model, data, subsets)
     emit(
         {

@@ -12,15 +12,21 @@ Permutation Shapley (W1, W4)::
     TMCShapleyValuation(utility, truncation=NoTruncation(),
                         is_done=MaxUpdates(P), seed=42).fit(train)
 
-inside ``joblib.parallel_config(backend="loky", n_jobs=J)``. The loky worker
-pool is started (and timed as start-up) before the valuation, as daskval's
-cluster is; pyDVL may still restart it inside ``fit``.
+MSR Banzhaf (W2)::
+
+    MSRBanzhafValuation(utility, is_done=MaxChecks(N), batch_size=1,
+                        seed=42).fit(train)
+
+(one check per processed subset, so exactly N subsets enter the result; see
+the notes), both inside ``joblib.parallel_config(backend="loky", n_jobs=J)``.
+The loky worker pool is started (and timed as start-up) before the
+valuation, as daskval's cluster is; pyDVL may still restart it inside ``fit``.
 
 Utility calls are counted per process by a thin ModelUtility subclass that
 writes its running counts to a file (one ``pwrite`` per call, a few
 microseconds against milliseconds per fit), so work done in workers and then
 discarded is seen too. pyDVL evaluates u(empty) once per permutation (no fit)
-and then all n prefixes.
+and then all n prefixes; MSR evaluates one subset per sample.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from typing import Any
 from cpumeter import CpuMeter
 from pydvl.valuation import (
     Dataset,
+    MaxChecks,
     MaxUpdates,
     ModelUtility,
+    MSRBanzhafValuation,
     NoTruncation,
     SupervisedScorer,
     TMCShapleyValuation,
@@ -123,10 +131,24 @@ def start_pool(jobs: int, modules: list[str]) -> tuple[float, list[int]]:
     return time.perf_counter() - begin, sorted(set(pids))
 
 
-def run_permutation(
+def make_valuation(workload: Workload, utility: CountingModelUtility) -> Any:
+    """The workload's pyDVL valuation, as the notes drove it."""
+    if workload.method == "msr":
+        return MSRBanzhafValuation(
+            utility, is_done=MaxChecks(workload.budget), batch_size=1, seed=SEED
+        )
+    return TMCShapleyValuation(
+        utility,
+        truncation=NoTruncation(),
+        is_done=MaxUpdates(workload.budget),
+        seed=SEED,
+    )
+
+
+def run_valuation(
     workload: Workload, counter_dir: str
 ) -> tuple[Any, float, dict[str, Any]]:
-    """TMC-Shapley without truncation, for ``workload.budget`` permutations."""
+    """The workload's valuation over ``workload.budget`` samples."""
     x_train, y_train, x_test, y_test = make_data(workload.n_train, workload.n_test)
     model = model_of(workload)
     meter = CpuMeter().start()
@@ -137,15 +159,21 @@ def run_permutation(
         model, scorer, catch_errors=True, show_warnings=False
     )
     utility.counter_dir = counter_dir
-    valuation = TMCShapleyValuation(
-        utility,
-        truncation=NoTruncation(),
-        is_done=MaxUpdates(workload.budget),
-        seed=SEED,
-    )
+    valuation = make_valuation(workload, utility)
     valuation.fit(train)
     wall = time.perf_counter() - begin
-    return valuation.result, wall, meter.stop()
+    return valuation, wall, meter.stop()
+
+
+def samples_and_fits(workload: Workload, valuation: Any) -> tuple[int, int]:
+    """Samples in the result and the non-empty coalitions they evaluated."""
+    if workload.method == "msr":
+        # one check per processed subset, one fit each
+        checks = int(valuation.is_done.count)
+        return checks, checks
+    samples = int(valuation.result.counts.max())
+    # each permutation's n prefixes, as merged into the result
+    return samples, samples * workload.n_train
 
 
 def main() -> None:
@@ -154,18 +182,18 @@ def main() -> None:
 
     args = runner_arguments(__doc__.splitlines()[0]).parse_args()
     workload = workload_from_args(args)
-    if workload.method != "permutation":
+    if workload.method not in ("permutation", "msr"):
         raise SystemExit(f"pyDVL's {workload.method!r} runner is not implemented yet")
     counter_dir = tempfile.mkdtemp(prefix="daskval-bench-pydvl-")
     try:
         with parallel_config(backend="loky", n_jobs=args.workers):
             startup, pool_pids = start_pool(args.workers, model_modules(workload.model))
-            result, wall, cpu = run_permutation(workload, counter_dir)
+            valuation, wall, cpu = run_valuation(workload, counter_dir)
         fits_performed, empty_calls, eval_pids = read_counts(counter_dir)
     finally:
         shutil.rmtree(counter_dir, ignore_errors=True)
-    counts = result.counts
-    samples = int(counts.max())
+    counts = valuation.result.counts
+    samples, fits = samples_and_fits(workload, valuation)
     emit(
         {
             "contender": "pydvl" if args.workers > 1 else "pydvl_1job",
@@ -176,15 +204,14 @@ def main() -> None:
             "workers": args.workers,
             "samples": samples,
             "evaluations": fits_performed + empty_calls,
-            # each permutation's n prefixes, as merged into the result
-            "fits": samples * workload.n_train,
+            "fits": fits,
             "fits_performed": fits_performed,
             "extra": {
                 "samples_started": empty_calls,
                 "cpu_main_seconds": cpu["cpu_own_seconds"],
                 "cpu_workers_seconds": cpu["cpu_children_seconds"],
                 "min_count": int(counts.min()),
-                "max_count": samples,
+                "max_count": int(counts.max()),
                 "processes_evaluating": len(eval_pids),
                 # False: pyDVL's fit started workers of its own
                 "warm_pool_reused": not pool_pids or eval_pids <= set(pool_pids),

@@ -1,6 +1,6 @@
 """Run daskval, pyDVL and the ideal loop side by side; print medians and ratios.
 
-    python benchmarks/run.py --workloads W1 W4 --repeats 3 [--pydvl-python PATH]
+    python benchmarks/run.py --workloads W1 W2 W4 --repeats 3 [--pydvl-python PATH]
     python benchmarks/run.py --smoke            # tiny budgets, one repeat
 
 Every run of every contender is a fresh process (``python <runner>.py ...``)
@@ -31,7 +31,7 @@ from workloads import BLAS_ENV, RESULT_MARKER, WORKLOADS, Workload
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-IMPLEMENTED_METHODS = {"permutation"}
+IMPLEMENTED_METHODS = {"permutation", "msr"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ CONTENDERS = {
         Contender("ideal", "ideal_runner.py", "daskval", parallel=False),
         Contender("daskval", "daskval_runner.py", "daskval", parallel=True),
         Contender("pydvl", "pydvl_runner.py", "pydvl", parallel=True),
-        Contender("pydvl_1job", "pydvl_runner.py", "pydvl", False, only=("W1",)),
+        Contender("pydvl_1job", "pydvl_runner.py", "pydvl", False, only=("W1", "W2")),
         Contender(
             "daskval_seq",
             "daskval_runner.py",
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workloads", nargs="+", default=["W1", "W4"])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W4"])
     parser.add_argument(
         "--repeats", type=int, default=None, help="fresh runs each (3; smoke: 1)"
     )

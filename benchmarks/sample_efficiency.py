@@ -175,7 +175,7 @@ def best_of(
 def verdicts(
     libraries: dict[str, Any], budgets: list[int]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per semivalue and budget: each library's best, and daskval's ratio to the rest."""
+    """Per semivalue and budget: each library's best; daskval's over the others'."""
     out: dict[str, list[dict[str, Any]]] = {}
     for semivalue in SEMIVALUES:
         rows = []

@@ -31,7 +31,9 @@ __all__ = [
     "make_model",
     "model_modules",
     "model_of",
+    "bernoulli_subsets",
     "permutation_prefixes",
+    "workload_subsets",
     "runner_arguments",
     "workload_from_args",
 ]
@@ -91,8 +93,7 @@ WORKLOADS: dict[str, Workload] = {
         n_test=200,
         budget=20,
     ),
-    # W2 and W3 are specified here; their runners arrive with MSR Banzhaf and
-    # KNN-Shapley in daskval (later issues)
+    # W3 is specified here; its runners arrive with KNN-Shapley in daskval
     "W2": Workload(
         id="W2",
         title="Data Banzhaf, MSR sampler, LogisticRegression(max_iter=500)",
@@ -202,6 +203,32 @@ def permutation_prefixes(
         permutation = rng.permutation(n)
         for size in range(1, n + 1):
             yield permutation[:size]
+
+
+def bernoulli_subsets(n: int, count: int, seed: int = SEED) -> Iterator[np.ndarray]:
+    """``count`` random subsets, each player in with probability 1/2.
+
+    The subsets the ideal loop evaluates for MSR (one fit per subset); an
+    empty subset is yielded too (its fit fails and scores 0, as in the
+    estimators, which is vanishingly rare beyond a few players).
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield np.flatnonzero(rng.random(n) < 0.5)
+
+
+def workload_subsets(workload: Workload, seed: int = SEED) -> Iterator[np.ndarray]:
+    """The subsets of the workload's ideal loop, drawn as its estimator draws them."""
+    if workload.method == "permutation":
+        return permutation_prefixes(workload.n_train, workload.budget, seed)
+    if workload.method == "msr":
+        return bernoulli_subsets(workload.n_train, workload.budget, seed)
+    raise ValueError(f"no ideal loop for method {workload.method!r}")
+
+
+def budget_unit(method: str) -> str:
+    """What a workload's budget counts."""
+    return {"permutation": "permutations", "msr": "subsets"}.get(method, "samples")
 
 
 def runner_arguments(description: str) -> argparse.ArgumentParser:
