@@ -119,9 +119,10 @@ class RegressionSampler:
 
     Examples
     --------
-    >>> RegressionSampler(paired=True, border=True, groups=16).describe()
-    {'class': 'RegressionSampler', 'paired': True, 'border': True, 'groups': 16, \
-'order': 1}
+    >>> RegressionSampler(groups=8).describe()["groups"]
+    8
+    >>> RegressionSampler().max_players()
+    349
     """
 
     def __init__(
