@@ -525,13 +525,6 @@ def test_identity_tells_warm_from_cold_where_the_fingerprint_does_not() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/broadcast.py names the worker copy of a utility by its "
-    "fingerprint, which ignores warm_start: a warm run after a cold one of the "
-    "same game reuses the cold copy (and the reverse gets warm values); "
-    "plugin_name should use utility.identity()",
-)
 def test_a_warm_run_after_a_cold_one_on_the_same_client_warm_starts(
     client: Any,
 ) -> None:

@@ -24,8 +24,13 @@ _registered: weakref.WeakKeyDictionary[Client, set[str]] = weakref.WeakKeyDictio
 
 
 def plugin_name(utility: Utility) -> str:
-    """The plugin name of a utility: equal utilities share one broadcast."""
-    return f"daskval-utility-{utility.fingerprint()[:24]}"
+    """The plugin name of a utility: equal utilities share one broadcast.
+
+    Keyed by ``identity()``, not ``fingerprint()``: a warm-starting utility
+    computes the same cold u(S) as its cold twin (one memo) but must not
+    share its worker copy, whose chains would then fit cold.
+    """
+    return f"daskval-utility-{utility.identity()[:24]}"
 
 
 def ensure_broadcast(client: Client, utility: Utility) -> str:
