@@ -8,6 +8,7 @@ scheduler, or an HPC batch system.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
@@ -85,4 +86,19 @@ __all__ = [
     "WeightedBanzhaf",
     "WeightedBanzhafValuation",
     "__version__",
+    # the workers' memo, loaded on first use (it imports distributed)
+    "MemoConfig",
+    "clear_memo",
+    "memo_stats",
 ]
+
+_LAZY_MEMO = ("MemoConfig", "clear_memo", "memo_stats")
+
+
+def __getattr__(name: str) -> Any:
+    # ``import daskval`` does not import distributed; the memo's API does
+    if name in _LAZY_MEMO:
+        from daskval.engine import memo
+
+        return getattr(memo, name)
+    raise AttributeError(f"module 'daskval' has no attribute {name!r}")
