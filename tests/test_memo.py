@@ -469,3 +469,31 @@ def test_the_memo_benchmark_runs_at_smoke_size(tmp_path: Any) -> None:
     report = json.loads(out.read_text())
     assert report["sequence"]["pairs"] and report["w1"]["pairs"]
     assert report["hit_rates"]
+
+
+@pytest.mark.filterwarnings("ignore:four players")
+def test_calls_whose_effects_overflow_the_table_are_not_stored_but_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import daskval.engine.memo as memo_module
+
+    monkeypatch.setattr(memo_module, "_MAX_EFFECTS", 2)
+    inner = dv.FunctionUtility(failing_game, n=9)
+    memo = WorkerMemo(limit_bytes=10**6)
+    utility = MemoizedUtility(inner, memo)
+    coalitions = [np.arange(k) for k in range(9)]
+    direct, first, second = EvalStats(), EvalStats(), EvalStats()
+    values = [inner.evaluate(c, direct) for c in coalitions]
+    assert [utility.evaluate(c, first) for c in coalitions] == values
+    assert [utility.evaluate(c, second) for c in coalitions] == values
+    for stats in (first, second):
+        assert (stats.n_evaluations, stats.n_failed, stats.failures) == (
+            direct.n_evaluations,
+            direct.n_failed,
+            direct.failures,
+        )
+        assert stats.warnings == direct.warnings
+        assert stats.first_failure == direct.first_failure
+    # failures at 4 odd sizes and at size 2 (NaN): five distinct effects, of
+    # which the table takes two (a FunctionUtility does not collect warnings)
+    assert memo.stats()["unstored"] == 2 * (5 - 2)

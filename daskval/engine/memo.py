@@ -52,9 +52,10 @@ _EFFECT_ENTRY_BYTES = 64
 # the memo never takes more of the worker's memory limit than this (the pause
 # threshold is 80%, and the worker needs room for its data and the fits)
 _MAX_FRACTION = 0.5
-# distinct failure/warning effects kept; calls with a new effect beyond this
+# distinct failure/warning effects kept (each holds a traceback of up to 4 kB,
+# outside the LRU's bound: at most ~4 MB); calls with a new effect beyond this
 # are evaluated every time rather than stored with an unbounded table
-_MAX_EFFECTS = 4096
+_MAX_EFFECTS = 1024
 _NO_EFFECT = -1
 _DISK_VALUE = struct.Struct("<dq")
 # coalitions at least this large (and 1/16 of the players) are keyed by mask
