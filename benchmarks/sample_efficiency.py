@@ -77,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny game, 2 seeds")
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--timeout", type=float, default=7200.0)
+    parser.add_argument(
+        "--unit",
+        choices=("calls", "distinct"),
+        default="calls",
+        help="budgets count utility calls (default) or distinct coalitions, the"
+        " fits a memo of evaluated coalitions lets through",
+    )
     args = parser.parse_args(argv)
     defaults = SMOKE if args.smoke else {"games": ["wine12", "cancer14"]}
     args.games = args.games or defaults["games"]
@@ -111,6 +118,8 @@ def run_library(library: str, game: str, args: argparse.Namespace) -> dict[str, 
         game,
         "--seeds",
         str(args.seeds),
+        "--unit",
+        args.unit,
         "--budgets",
         *map(str, args.budgets),
     ]
@@ -234,12 +243,16 @@ def _cell(entry: dict[str, float] | None) -> str:
     return f"{entry['rmse']:.2e} ({entry['distinct']:.0f})"
 
 
-def format_game(result: dict[str, Any], budgets: list[int], seeds: int) -> str:
+def format_game(
+    result: dict[str, Any], budgets: list[int], seeds: int, unit: str = "calls"
+) -> str:
     """Markdown tables of one game: every estimator, then the verdicts."""
     game = result["game"]
+    counted = "utility calls" if unit == "calls" else "distinct coalitions"
     lines = [
         f"## {game['name']}: {game['dataset']}, n={game['players']} "
-        f"(RMSE over players, mean of {seeds} seeds; distinct coalitions in brackets)",
+        f"(B = budget of {counted}; RMSE over players, mean of {seeds} seeds;"
+        " distinct coalitions in brackets)",
     ]
     for semivalue in SEMIVALUES:
         lines += ["", f"### {semivalue}", ""]
@@ -282,16 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv if argv is None else argv,
         "budgets": args.budgets,
         "seeds": args.seeds,
-        "note": "budgets count utility calls (u(empty) once); distinct coalitions"
-        " are what a memo would pay",
+        "unit": args.unit,
+        "note": "budgets count utility calls (u(empty) once) or, with unit"
+        " 'distinct', distinct coalitions (what a memo would pay)",
         "games": {},
     }
     for game in args.games:
         result = run_game(game, args)
         report["games"][game] = result
-        print(format_game(result, args.budgets, args.seeds) + "\n", flush=True)
+        print(
+            format_game(result, args.budgets, args.seeds, args.unit) + "\n", flush=True
+        )
     output = args.output or RESULTS / (
-        f"sample-efficiency-{started.strftime('%Y%m%dT%H%M%SZ')}"
+        f"sample-efficiency-{args.unit}-{started.strftime('%Y%m%dT%H%M%SZ')}"
         f"{'-smoke' if args.smoke else ''}.json"
     )
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 Runs in-process through daskval's plans, with no cluster: the anchors, then
 samples ``0 .. k-1`` with ``daskval.plan.evaluate_range``, merged, cut where a
 ``MaxEvaluations(B)`` budget would cut them (the longest prefix of samples
-whose calls, anchors included, stay within B), then ``plan.estimate``. The
+whose calls, anchors included, stay within B), then ``plan.estimate``. With
+``--unit distinct`` the budget counts distinct coalitions instead: what a run
+fits with daskval's memo (on by default in ``fit``), which answers repeats. The
 values equal a ``.fit()`` of the same valuation with ``stop=MaxEvaluations(B)``
 on any cluster (sample ``j`` depends on ``(seed, j)`` only).
 
@@ -99,43 +101,52 @@ def estimators() -> list[tuple[str, str, Factory]]:
 
 
 def run_plan(
-    plan: Plan, utility: dv.FunctionUtility, game: TableGame, budget: int
+    plan: Plan,
+    utility: dv.FunctionUtility,
+    game: TableGame,
+    budget: int,
+    unit: str = "calls",
 ) -> Any:
-    """The merged state of the longest prefix of samples costing <= budget calls.
+    """The merged state of the longest prefix of samples within the budget.
 
-    ``game.seen`` ends up holding the coalitions of those samples only.
+    ``unit="calls"``: utility calls, anchors included (``MaxEvaluations``);
+    ``"distinct"``: distinct coalitions (what a run with daskval's memo
+    fits). ``game.seen`` ends up holding the coalitions of those samples only.
     """
     values, anchor_stats, _ = evaluate_anchors(plan, utility)
     plan.bind_anchors(values)
     state = initial_partial(plan, anchor_stats)
-    spent, start = anchor_stats.n_evaluations, 0
+
+    def cost(s: Any) -> int:
+        return int(s.n_evaluations) if unit == "calls" else len(game.seen)
+
+    start, single = 0, False
     limit, widest = plan.sample_limit(), plan.max_evaluations_per_sample()
     while limit is None or start < limit:
-        size = max(1, (budget - spent) // widest)
+        size = 1 if single else max(1, (budget - cost(state)) // widest)
         if limit is not None:
             size = min(size, limit - start)
         seen = set(game.seen)
-        partial = evaluate_range(plan, utility, start, start + size)
-        cumulative = spent + np.cumsum(partial.sample_evaluations)
-        fits = int(np.searchsorted(cumulative, budget, side="right"))
-        if fits < size:
-            game.seen = seen  # forget the samples past the budget
-            if fits > 0:
-                state = state.merge(evaluate_range(plan, utility, start, start + fits))
+        merged = state.merge(evaluate_range(plan, utility, start, start + size))
+        if cost(merged) <= budget:
+            state, start = merged, start + size
+            continue
+        game.seen = seen  # forget the samples past the budget
+        if size == 1:
             break
-        state, spent, start = state.merge(partial), int(cumulative[-1]), start + size
+        single = True  # near the end: one sample at a time
     return state
 
 
 def run_one(
-    spec: tuple[str, Factory], table: np.ndarray, budget: int, seed: int
+    spec: tuple[str, Factory, str], table: np.ndarray, budget: int, seed: int
 ) -> tuple[np.ndarray, int, int]:
     """One estimate: values, calls spent (anchors included), distinct coalitions."""
-    semivalue, factory = spec
+    semivalue, factory, unit = spec
     game = TableGame(table)
     utility = dv.FunctionUtility(game, n=game.n)
     plan = factory(game.n, seed, budget, utility)
-    state = run_plan(plan, utility, game, budget)
+    state = run_plan(plan, utility, game, budget, unit)
     outputs = plan.estimates(state.moments)
     if outputs is not None and semivalue in outputs:
         values = outputs[semivalue][0]
@@ -147,7 +158,7 @@ def run_one(
 def main() -> None:
     """Run the estimators and print their values."""
     args = runner_arguments(__doc__.splitlines()[0]).parse_args()
-    specs = [(name, sv, (sv, factory)) for name, sv, factory in estimators()]
+    specs = [(name, sv, (sv, f, args.unit)) for name, sv, f in estimators()]
     runs, skipped = run_table(specs, args, run_one)
     emit_runs("daskval", runs, skipped, versions("daskval", "numpy"))
 

@@ -5,9 +5,10 @@ Runs in pyDVL's own environment (numpy<2; setup_pydvl_venv.sh) inside
 as pyDVL consumes them. The utility is a ``UtilityBase`` that reads the
 table; the budget is a ``StoppingCriterion`` that stops before the next batch
 could take the calls past B (a batch's calls are the largest increment seen
-between two checks: one permutation, one coalition pair, ...). pyDVL asks for
-u(empty) at the start of every permutation; it is counted once (it costs no
-fit in a model utility). Finite samplers (Owen) are sized to the budget.
+between two checks: one permutation, one coalition pair, ...); with
+``--unit distinct``, past B distinct coalitions (as with a utility cache).
+pyDVL asks for u(empty) at the start of every permutation; it is counted once
+(it costs no fit in a model utility). Finite samplers (Owen) are sized to the budget.
 
 Run by sample_efficiency.py; imports pyDVL, numpy and the harness's
 tabulated module, never daskval.
@@ -60,15 +61,19 @@ class TableUtility(UtilityBase):
 
 
 class CallBudget(StoppingCriterion):
-    """Stop when the next batch could take the game's calls past ``budget``."""
+    """Stop when the next batch could take the game's calls past ``budget``.
 
-    def __init__(self, game: TableGame, budget: int) -> None:
+    ``unit="distinct"`` counts distinct coalitions instead (what pyDVL would
+    fit with a cache of its utility).
+    """
+
+    def __init__(self, game: TableGame, budget: int, unit: str = "calls") -> None:
         super().__init__()
-        self.game, self.budget = game, budget
+        self.game, self.budget, self.unit = game, budget, unit
         self.last = self.step = 0
 
     def _check(self, result: Any) -> Status:
-        calls = self.game.calls
+        calls = self.game.calls if self.unit == "calls" else len(self.game.seen)
         self.step, self.last = max(self.step, calls - self.last), calls
         if calls + self.step > self.budget:
             self._converged = np.full_like(result.indices, True, dtype=bool)
@@ -164,13 +169,14 @@ def estimators() -> list[tuple[str, str, Builder]]:
 
 
 def run_one(
-    builder: Builder, table: np.ndarray, budget: int, seed: int
+    spec: tuple[Builder, str], table: np.ndarray, budget: int, seed: int
 ) -> tuple[np.ndarray, int, int]:
     """One estimate: values, calls spent, distinct coalitions."""
+    builder, unit = spec
     game = TableGame(table)
     n = game.n
     data = Dataset(np.arange(n, dtype=float).reshape(-1, 1), np.zeros(n))
-    stop = CallBudget(game, budget)
+    stop = CallBudget(game, budget, unit)
     with parallel_config(n_jobs=1):
         valuation = builder(TableUtility(game), stop, seed, n, budget)
         valuation.fit(data)
@@ -183,7 +189,8 @@ def run_one(
 def main() -> None:
     """Run the estimators and print their values."""
     args = runner_arguments(__doc__.splitlines()[0]).parse_args()
-    runs, skipped = run_table(estimators(), args, run_one)
+    specs = [(name, sv, (builder, args.unit)) for name, sv, builder in estimators()]
+    runs, skipped = run_table(specs, args, run_one)
     emit_runs("pydvl", runs, skipped, versions("pydvl", "numpy", "joblib"))
 
 

@@ -5,6 +5,8 @@ callable from a boolean (coalitions, n) matrix to values; ours reads the
 table. ``approximator.approximate(B, game)`` spends at most B calls (the
 empty and full coalitions included); the first-order values are the
 estimates. Budgets are below 2^n, where shapiq would enumerate and be exact.
+shapiq draws coalitions without replacement, so its calls are distinct
+coalitions and ``--unit distinct`` changes nothing.
 
 Run by sample_efficiency.py; imports shapiq, numpy and the harness's
 tabulated module, never daskval.

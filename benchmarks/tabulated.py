@@ -235,6 +235,13 @@ def runner_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--estimators", nargs="*", default=None, help="run only these (by name)"
     )
+    parser.add_argument(
+        "--unit",
+        choices=("calls", "distinct"),
+        default="calls",
+        help="what the budget counts: utility calls, or distinct coalitions"
+        " (the calls a memo of evaluated coalitions lets through)",
+    )
     return parser
 
 
