@@ -1,10 +1,19 @@
-"""The benchmark harness (benchmarks/run.py) at tiny budgets: it runs, every
-contender processes the same samples, and the output carries the ratios.
+"""The benchmark harnesses at tiny sizes: they run, every contender does the
+work it claims, and the output carries the ratios.
+
+- benchmarks/run.py (W1, W2, W4): every contender processes the same samples;
+- benchmarks/sample_efficiency.py (a 6-player game, 2 seeds): every library
+  stays within its budget of utility calls, and the exact values the RMSEs
+  are taken against equal daskval's exact enumeration;
+- benchmarks/time_to_rmse.py (12 points): a reference, one contender per
+  library, the speed-up table.
 
 Needs pyDVL's environment (benchmarks/setup_pydvl_venv.sh, at
-$DASKVAL_PYDVL_VENV or <repo>/.venv-pydvl): skipped when it is missing, a
-failure when it is missing in CI (``CI`` set), where a skipped tier counts as
-a failure. Timings here mean nothing; only counts and fields are checked.
+$DASKVAL_PYDVL_VENV or <repo>/.venv-pydvl) and shapiq's
+(benchmarks/setup_shapiq_venv.sh, $DASKVAL_SHAPIQ_VENV or <repo>/.venv-shapiq):
+skipped when missing, a failure when missing in CI (``CI`` set), where a
+skipped tier counts as a failure. Timings here mean nothing; only counts,
+fields and exact values are checked.
 """
 
 from __future__ import annotations
@@ -17,15 +26,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 IN_CI = bool(os.environ.get("CI"))
-WORKLOADS = ("W1", "W4")
-# the contenders every workload runs, and those W1 adds
+WORKLOADS = ("W1", "W2", "W4")
+# the contenders every workload runs, and those W1 and W2 add
 CONTENDERS = {"ideal", "daskval", "pydvl"}
-W1_ONLY = {"pydvl_1job"}
+ONE_JOB = {"W1", "W2"}
 RATIO_FIELDS = (
     "daskval/ideal",
     "pydvl/ideal",
@@ -35,33 +45,57 @@ RATIO_FIELDS = (
 )
 
 
-def pydvl_python() -> Path:
-    """pyDVL's python, where benchmarks/setup_pydvl_venv.sh puts it."""
-    venv = os.environ.get("DASKVAL_PYDVL_VENV") or str(REPO / ".venv-pydvl")
+def venv_python(library: str) -> Path:
+    """A contender's python, where benchmarks/setup_<library>_venv.sh puts it."""
+    variable = f"DASKVAL_{library.upper()}_VENV"
+    venv = os.environ.get(variable) or str(REPO / f".venv-{library}")
     return Path(venv) / "bin" / "python"
 
 
-def _load_report_module() -> Any:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import report
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return report
+def pydvl_python() -> Path:
+    """pyDVL's python, where benchmarks/setup_pydvl_venv.sh puts it."""
+    return venv_python("pydvl")
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The JSON report of one smoke run of W1 and W4."""
-    python = pydvl_python()
+def require(library: str) -> Path:
+    """The library's python; skip (fail in CI) when its environment is missing."""
+    python = venv_python(library)
     if not python.exists():
         message = (
-            f"pyDVL's environment is missing ({python}); "
-            "run benchmarks/setup_pydvl_venv.sh"
+            f"{library}'s environment is missing ({python}); "
+            f"run benchmarks/setup_{library}_venv.sh"
         )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+    return python
+
+
+def _load_benchmark_module(name: str) -> Any:
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _load_report_module() -> Any:
+    return _load_benchmark_module("report")
+
+
+def _run(command: list[str], timeout: float) -> None:
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON report of one smoke run of W1, W2 and W4."""
+    python = require("pydvl")
     output = tmp_path_factory.mktemp("bench") / "smoke.json"
     command = [
         sys.executable,
@@ -75,10 +109,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--output",
         str(output),
     ]
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    _run(command, timeout=500)
     report: dict[str, Any] = json.loads(output.read_text())
     return report
 
@@ -89,7 +120,7 @@ def test_every_contender_processed_the_same_samples(
     smoke: dict[str, Any], workload: str
 ) -> None:
     summary = smoke["workloads"][workload]
-    expected = CONTENDERS | (W1_ONLY if workload == "W1" else set())
+    expected = CONTENDERS | ({"pydvl_1job"} if workload in ONE_JOB else set())
     assert set(summary["runs"]) == expected
     budget = summary["spec"]["budget"]
     samples = {
@@ -106,9 +137,17 @@ def test_evaluations_are_counted_per_contender(
 ) -> None:
     summary = smoke["workloads"][workload]
     n, budget = summary["spec"]["n_train"], summary["spec"]["budget"]
+    msr = summary["spec"]["method"] == "msr"
     for name, runs in summary["runs"].items():
         for run in runs:
-            if name == "daskval":
+            if msr:
+                # one fit per subset, for every contender; daskval's MSR
+                # estimator needs no anchors
+                assert run["fits"] == budget
+                if name == "daskval":
+                    anchors = run["extra"]["anchor_evaluations"]
+                    assert run["evaluations"] == budget + anchors
+            elif name == "daskval":
                 # n-1 prefixes per permutation, plus u(empty) and u(N) once
                 assert run["evaluations"] == budget * (n - 1) + 2
                 assert run["fits"] == budget * (n - 1) + 1
@@ -123,7 +162,8 @@ def test_evaluations_are_counted_per_contender(
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_output_has_medians_and_ratios(smoke: dict[str, Any], workload: str) -> None:
     summary = smoke["workloads"][workload]
-    fields = set(RATIO_FIELDS) | ({"daskval/pydvl_1job"} if workload == "W1" else set())
+    one_job = {"daskval/pydvl_1job"} if workload in ONE_JOB else set()
+    fields = set(RATIO_FIELDS) | one_job
     for field in fields:
         ratio = summary["ratios"][field]
         assert math.isfinite(ratio) and ratio > 0, field
@@ -164,3 +204,138 @@ def test_ratios_are_per_evaluation_costs() -> None:
     assert summary["ratios"]["daskval/pydvl"] == pytest.approx(daskval_cost / 10.0)
     assert summary["targets"][0]["met"] is False
     assert summary["consistent"]
+
+
+# -- sample efficiency ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def efficiency(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON report of one smoke run of benchmarks/sample_efficiency.py."""
+    pydvl, shapiq = require("pydvl"), require("shapiq")
+    output = tmp_path_factory.mktemp("efficiency") / "smoke.json"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "sample_efficiency.py"),
+        "--smoke",
+        "--pydvl-python",
+        str(pydvl),
+        "--shapiq-python",
+        str(shapiq),
+        "--output",
+        str(output),
+    ]
+    _run(command, timeout=300)
+    report: dict[str, Any] = json.loads(output.read_text())
+    return report
+
+
+@pytest.mark.slow
+def test_every_library_stays_within_its_budget(efficiency: dict[str, Any]) -> None:
+    budgets = set(efficiency["budgets"])
+    for result in efficiency["games"].values():
+        assert not result["errors"], result["errors"]
+        for library in ("daskval", "pydvl", "shapiq"):
+            runs = result["runs"][library]
+            semivalues = {r["semivalue"] for r in runs}
+            assert semivalues == {"shapley", "banzhaf"}, library
+            assert {r["budget"] for r in runs} == budgets
+            for run in runs:
+                assert 0 < run["calls"] <= run["budget"], (library, run["estimator"])
+                # distinct coalitions: at most the calls (u(empty) counted once)
+                assert run["distinct"] <= run["calls"] + 1
+                assert all(math.isfinite(v) for v in run["values"])
+
+
+@pytest.mark.slow
+def test_efficiency_report_compares_the_best_of_each_library(
+    efficiency: dict[str, Any],
+) -> None:
+    for result in efficiency["games"].values():
+        for semivalue in ("shapley", "banzhaf"):
+            rows = result["verdicts"][semivalue]
+            assert [r["budget"] for r in rows] == efficiency["budgets"]
+            for row in rows:
+                assert set(row["best"]) == {"daskval", "pydvl", "shapiq"}
+                assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+                assert isinstance(row["met"], bool)
+            summary = result["summaries"]["daskval"][semivalue]
+            # the daskval estimators of the issue are all there
+            assert {"permutation", "msr", "regression paired"} <= set(summary)
+
+
+def test_exact_values_of_the_table_match_daskval_enumeration(
+    tmp_path: Path,
+) -> None:
+    """The ground truth of the sample-efficiency benchmark is daskval's exact one."""
+    import daskval as dv
+    from daskval.plan import evaluate_range
+
+    tabulated = _load_benchmark_module("tabulated")
+    table = np.random.default_rng(0).random(1 << 5)
+    table[0] = 0.0
+    game = tabulated.TableGame(table)
+    utility = dv.FunctionUtility(game, n=5)
+    for cls, exact in (
+        (dv.ShapleyValuation, tabulated.exact_shapley),
+        (dv.BanzhafValuation, tabulated.exact_banzhaf),
+    ):
+        plan = cls(utility, sampler=dv.ExactSampler()).make_plan()
+        partial = evaluate_range(plan, utility, 0, 1 << 5)
+        values = plan.estimate(partial.moments)[0]
+        np.testing.assert_allclose(values, exact(table), atol=1e-12)
+    # efficiency
+    total = np.sum(tabulated.exact_shapley(table))
+    assert total == pytest.approx(table[-1] - table[0])
+
+
+def test_the_daskval_driver_cuts_where_max_evaluations_would() -> None:
+    """In-process runs spend at most B calls, and one more sample would not fit."""
+    import daskval as dv
+
+    runner = _load_benchmark_module("se_daskval_runner")
+    tabulated = _load_benchmark_module("tabulated")
+    table = np.random.default_rng(1).random(1 << 6)
+    for budget in (23, 40):
+        game = tabulated.TableGame(table)
+        utility = dv.FunctionUtility(game, n=6)
+        valuation = dv.ShapleyValuation(utility, stop=dv.MaxEvaluations(budget), seed=3)
+        state = runner.run_plan(valuation.make_plan(), utility, game, budget)
+        # 2 anchors, then 5 calls per permutation
+        assert state.n_evaluations == 2 + 5 * ((budget - 2) // 5)
+        assert state.n_samples == (budget - 2) // 5
+
+
+# -- time to a fixed RMSE -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_time_to_rmse_smoke(tmp_path: Path) -> None:
+    python = require("pydvl")
+    output = tmp_path / "ttr.json"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "time_to_rmse.py"),
+        "--smoke",
+        "--daskval",
+        "permutation",
+        "--pydvl",
+        "permutation",
+        "--pydvl-python",
+        str(python),
+        "--max-seconds",
+        "30",
+        "--output",
+        str(output),
+    ]
+    _run(command, timeout=300)
+    report = json.loads(output.read_text())
+    assert set(report["contenders"]) == {"daskval permutation", "pydvl permutation"}
+    assert report["target"] > 0
+    for record in report["contenders"].values():
+        assert isinstance(record["reached"], bool)
+        times = [t for t, _, _ in record["trajectory"]]
+        assert times == sorted(times)
+        assert record["evaluations"] > 0
+    if all(r["reached"] for r in report["contenders"].values()):
+        assert set(report["speedups"]) == {"daskval permutation"}
