@@ -232,7 +232,9 @@ def test_plan_pickles_and_describes_itself() -> None:
         "border": True,
         "groups": 8,
         "order": 1,
+        "replace": False,
     }
+    assert description["without_replacement"]
     assert pickle.loads(pickle.dumps(plan)).describe() == plan.describe()
     assert plan.max_evaluations_per_sample() == 1
     assert plan.fixed_evaluations_per_sample() == 1

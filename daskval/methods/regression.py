@@ -23,19 +23,43 @@ Two target measures over coalitions, both depending on the size only:
     ``E[u | i in S] - E[u | i not in S]``, the weighted Banzhaf value of Li &
     Yu (2023); ``w = 1/2`` gives the Banzhaf value.
 
-Sampling: a size is drawn from the measure's mass per size (restricted to the
-sizes not enumerated), then a uniform coalition of that size, so each sampled
-coalition carries the importance weight ``mass(s) / proposal(s)`` (a constant
-for Kernel SHAP). Paired sampling adds the complement of every coalition.
-The border trick enumerates the smallest and largest sizes exactly when the
-run's sample count is known up front (Kernel SHAP: while the budget holds
-them; Banzhaf: while sampling would be expected to draw at least as many
-coalitions of those sizes as they hold); their exact sums are kept apart from
-the sampled ones and combined at estimate time.
+Sampling with replacement (``replace=True``, or when the run's sample count
+is not known up front): a size is drawn from the measure's mass per size
+(restricted to the sizes not enumerated), then a uniform coalition of that
+size, so each sampled coalition carries the importance weight
+``mass(s) / proposal(s)`` (a constant for Kernel SHAP). Paired sampling adds
+the complement of every coalition. The border trick enumerates the smallest
+and largest sizes exactly when the run's sample count is known up front
+(Kernel SHAP: while the budget holds them; Banzhaf: while sampling would be
+expected to draw at least as many coalitions of those sizes as they hold);
+their exact sums are kept apart from the sampled ones and combined at
+estimate time.
 
-Standard errors: sample ``j`` belongs to group ``j mod groups``; the sampled
-sums are kept per group and the standard error is the delete-one-group
-jackknife of the solved values.
+Sampling without replacement (``replace=False``, the default, when the run's
+sample count ``m`` is known and the sampled population is at most 2^24
+units): stratified by level (sizes ``k`` and ``n-k``; a unit is a complement
+pair when paired, a coalition otherwise). The ``m`` samples are allocated to
+the levels in proportion to their mass, water-filling: a level whose share
+would reach its size is enumerated whole (the border, now for both kinds).
+Level ``h`` gets ``m_h`` units, a simple random sample without replacement:
+the first ``m_h`` images of a seed-keyed bijection of ``[0, N_h)`` (a Feistel
+network with cycle walking, then a seeded rotation, which makes every unit's
+inclusion probability exactly ``m_h / N_h``), unranked to coalitions by the
+combinatorial number system. The order in which the ``m`` samples visit the
+levels is another keyed bijection of ``[0, m)``. Sample ``j`` thus depends on
+``(seed, j)`` only. A unit carries its Horvitz-Thompson weight
+``mu(S) N_h / m_h``, so the sums of ``A`` and ``b`` are unbiased and exact
+when every unit is drawn.
+
+Standard errors: the sampled sums are kept per group (sample ``j`` in group
+``j mod groups``; without replacement, the unit of rank ``r`` within its level
+in group ``r mod groups``, which balances every group across levels) and the
+standard error is the delete-one-group jackknife of the solved values. The
+jackknife measures sampling with replacement; without replacement its
+variance is scaled by the finite-population correction
+``1 - sum_h m_h f_h / m`` with ``f_h = m_h / N_h`` (each level's correction,
+weighted by its share of the samples; with proportional allocation every
+sample carries the same weight).
 
 References
 ----------
@@ -97,6 +121,15 @@ class RegressionSampler:
         Samples are split into ``groups`` groups (sample ``j`` into group
         ``j mod groups``) whose sums are kept apart for the delete-one-group
         jackknife standard error; 2 .. 256.
+    replace : bool
+        False (the default): when the run's sample count is known up front
+        (a count budget) and the sampled population (complement pairs when
+        paired, coalitions otherwise, outside the enumerated border) holds at
+        most 2^24 units, draw it without replacement, stratified by size level
+        with a proportional allocation; the estimate is exact, with a zero
+        standard error, once the budget covers the population. At n=12 this
+        lowers Kernel SHAP's error by up to a third at 3000 calls. Otherwise,
+        and with True: independent draws with replacement.
     order : int
         1: a linear model in the players (Kernel SHAP, Banzhaf regression).
         2: also one term per pair of players (k-additive regression with
@@ -132,8 +165,13 @@ class RegressionSampler:
         border: bool = True,
         groups: int = 16,
         order: int = 1,
+        replace: bool = False,
     ) -> None:
-        for name, flag in (("paired", paired), ("border", border)):
+        for name, flag in (
+            ("paired", paired),
+            ("border", border),
+            ("replace", replace),
+        ):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         groups = check_positive_int(groups, "groups")
@@ -144,6 +182,7 @@ class RegressionSampler:
             )
         self.paired = bool(paired)
         self.border = bool(border)
+        self.replace = bool(replace)
         self.groups = groups
         if isinstance(order, bool) or not isinstance(order, numbers.Integral):
             raise TypeError(f"order must be 1 or 2, got {type(order).__name__}")
@@ -194,12 +233,13 @@ class RegressionSampler:
             "border": self.border,
             "groups": self.groups,
             "order": self.order,
+            "replace": self.replace,
         }
 
     def __repr__(self) -> str:
         return (
             f"RegressionSampler(paired={self.paired}, border={self.border}, "
-            f"groups={self.groups}, order={self.order})"
+            f"groups={self.groups}, order={self.order}, replace={self.replace})"
         )
 
 
@@ -327,6 +367,151 @@ def _combinations(
     return z
 
 
+# Without replacement pays while repeats would be common; above 2^24 units a
+# run of any practical size draws almost no repeats, so the cheaper draws
+# with replacement stay.
+MAX_WITHOUT_REPLACEMENT = 2**24
+# spawn keys (tag, stratum) for the keyed bijections; sample j's generator
+# uses the key (j,), so the two never meet
+_PERMUTATION_TAG = 0x52454752
+_FEISTEL_ROUNDS = 6
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A 64-bit avalanche hash (the splitmix64 finaliser), elementwise."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def _permutation_keys(seed: int, stratum: int) -> np.ndarray:
+    """Round keys and a rotation for the keyed bijection of one stratum."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(_PERMUTATION_TAG, stratum))
+    return sequence.generate_state(_FEISTEL_ROUNDS + 1, dtype=np.uint64)
+
+
+def _keyed_permutation(index: np.ndarray, size: int, keys: np.ndarray) -> np.ndarray:
+    """A seed-keyed bijection of ``[0, size)``, evaluated at ``index``.
+
+    A balanced Feistel network on the smallest even number of bits that holds
+    ``size`` permutes ``[0, 2^bits)``; cycle walking (applying it again to
+    images outside the range) restricts it to a bijection of ``[0, size)``,
+    and the range is at most 4 ``size`` wide, so walks are short. A final
+    rotation by ``keys[-1] mod size`` makes the image of any fixed set of
+    indices a uniformly rotated set: every element is then in the first
+    ``m`` images with probability exactly ``m / size`` over the keys, which
+    is what the Horvitz-Thompson weights assume.
+    """
+    half = max(1, (max(size - 1, 1).bit_length() + 1) // 2)
+    low = np.uint64((1 << half) - 1)
+    shift = np.uint64(half)
+    x = index.astype(np.uint64)
+    pending = np.ones(len(x), dtype=bool)
+    with np.errstate(over="ignore"):
+        while pending.any():
+            left, right = x[pending] >> shift, x[pending] & low
+            for key in keys[:-1]:
+                left, right = right, left ^ (_mix(right ^ key) & low)
+            x[pending] = (left << shift) | right
+            pending = x >= np.uint64(size)
+    return ((x + keys[-1] % np.uint64(size)) % np.uint64(size)).astype(np.int64)
+
+
+def _unrank_subsets(rank: np.ndarray, pool: int, size: int) -> np.ndarray:
+    """The ``size``-subsets of ``0 .. pool-1`` of the given colex ranks, as a
+    0/1 matrix (the combinatorial number system: the largest element ``c``
+    of a subset of rank ``r`` is the largest with ``C(c, size) <= r``)."""
+    z = np.zeros((len(rank), pool), dtype=bool)
+    rank = rank.astype(np.int64).copy()
+    rows = np.arange(len(rank))
+    for k in range(size, 0, -1):
+        # C(c, k) for c = 0 .. pool-1 is nondecreasing in c
+        column = np.array([math.comb(c, k) for c in range(pool)], dtype=np.int64)
+        top = np.searchsorted(column, rank, side="right") - 1
+        z[rows, top] = True
+        rank -= column[top]
+    return z
+
+
+def _allocate(samples: int, units: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """Samples per stratum: proportional to ``mass``, capped at ``units``
+    (water-filling), whole numbers summing to ``samples``, at least one each.
+
+    ``samples`` must lie in ``len(units) .. units.sum()``.
+    """
+    share = np.zeros(len(units))
+    free = np.ones(len(units), dtype=bool)
+    while True:
+        left = samples - share[~free].sum()
+        share[free] = left * mass[free] / mass[free].sum()
+        full = free & (share >= units)
+        if not full.any():
+            break
+        share[full] = units[full]
+        free &= ~full
+    counts = np.minimum(np.floor(share).astype(np.int64), units)
+    counts = np.maximum(counts, 1)  # an empty stratum would bias the sums
+    # largest remainders first, then the largest strata give back
+    order = np.argsort(counts - share, kind="stable")
+    while counts.sum() < samples:
+        for s in order:
+            if counts.sum() < samples and counts[s] < units[s]:
+                counts[s] += 1
+    while counts.sum() > samples:
+        counts[np.argmax(counts)] -= 1
+    return counts
+
+
+class _Strata:
+    """The without-replacement schedule of the sampled levels.
+
+    Sampled sample ``t`` (``0 <= t < total``) is stratum slot
+    ``order(t)``: slots ``offsets[h] .. offsets[h+1]-1`` belong to stratum
+    ``h``, and slot ``offsets[h] + r`` draws unit ``unit_h(r)`` of it, so a
+    stratum's ``count[h]`` units form a simple random sample without
+    replacement whatever the order. Both maps are keyed bijections. A
+    stratum drawn whole (``count[h] == units[h]``: the water-filling
+    allocation reached its size while the border was off) is exact: its
+    samples go to the exact sums, not to a jackknife group.
+    """
+
+    def __init__(
+        self, seed: int, levels: list[int], units: np.ndarray, counts: np.ndarray
+    ) -> None:
+        self.levels = levels
+        self.units = units
+        self.counts = counts
+        self.total = int(counts.sum())
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.order_keys = _permutation_keys(seed, 0)
+        self.unit_keys = [_permutation_keys(seed, k) for k in levels]
+        self.exact = counts == units
+        # samples of the strata that are sampled (not drawn whole)
+        self.sampled = int(counts[~self.exact].sum())
+        # each sampled stratum's correction weighted by its share of the
+        # samples: with proportional allocation every sample weighs the same
+        fraction = counts / units
+        self.sampled_fraction = float(
+            (counts * fraction)[~self.exact].sum() / max(self.sampled, 1)
+        )
+
+    def slots(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Strata (indices into ``levels``) and ranks within them of
+        sampled samples ``t``."""
+        slot = _keyed_permutation(t, self.total, self.order_keys)
+        stratum = np.searchsorted(self.offsets, slot, side="right") - 1
+        return stratum, slot - self.offsets[stratum]
+
+    def units_of(self, stratum: int, rank: np.ndarray) -> np.ndarray:
+        """The unit indices (in ``[0, units[stratum])``) drawn at ``rank``."""
+        size = int(self.units[stratum])
+        return _keyed_permutation(rank, size, self.unit_keys[stratum])
+
+
 class RegressionPlan(Plan):
     """Kernel SHAP or (weighted) Banzhaf regression over a range of samples.
 
@@ -351,29 +536,64 @@ class RegressionPlan(Plan):
         self.kind, self.n, self.seed = kind, n, seed
         self.sampler, self.inclusion, self.sample_cap = sampler, inclusion, sample_cap
         self.masses = size_masses(kind, n, inclusion)
-        border_cap = sample_cap if sampler.border else None
-        self.layout = _Layout(
-            self.masses, n, sampler.paired, border_cap, greedy=kind == "shapley"
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # importance weight of a sampled coalition of each size
-            self.sample_weight = np.where(
-                self.layout.proposal > 0,
-                self.masses
-                / np.where(self.layout.proposal > 0, self.layout.proposal, 1),
-                0.0,
-            )
         # exact measure of one coalition of each size (enumerated ones)
         self.coalition_weight = np.exp(
             np.log(np.maximum(self.masses, np.finfo(float).tiny))
             - _log_comb(n, np.arange(n + 1))
         ) * (self.masses > 0)
+        self.strata: _Strata | None = None
+        if not sampler.replace and sample_cap is not None:
+            self.layout = self._layout(greedy=False)
+            self.strata = self._stratify(sample_cap - self.layout.n_border)
+        if self.strata is None:
+            self.layout = self._layout(greedy=kind == "shapley")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # importance weight of a sampled coalition of each size
+                self.sample_weight = np.where(
+                    self.layout.proposal > 0,
+                    self.masses
+                    / np.where(self.layout.proposal > 0, self.layout.proposal, 1),
+                    0.0,
+                )
         # features: (1,) z (, z_i z_j for i < j); Kernel SHAP fixes the
         # intercept at u(empty), so it has no intercept column
         self.pairs = np.triu_indices(n, 1) if sampler.order == 2 else None
         intercept = 0 if kind == "shapley" else 1
         self.dim = sampler.features(n) - 1 + intercept
         self.u_empty = self.u_full = float("nan")
+
+    def _layout(self, *, greedy: bool) -> _Layout:
+        cap = self.sample_cap if self.sampler.border else None
+        return _Layout(self.masses, self.n, self.sampler.paired, cap, greedy=greedy)
+
+    def _stratify(self, samples: int) -> _Strata | None:
+        """The without-replacement schedule of ``samples`` sampled samples over
+        the levels outside the border, and the weights of its coalitions; None
+        when it does not apply (too large a population, fewer samples than
+        levels, nothing left to sample)."""
+        n, layout = self.n, self.layout
+        levels = [k for k in range(1, n // 2 + 1) if layout.middle[k]]
+        units = np.array([layout.level_units(k) for k in levels], dtype=np.int64)
+        if not levels or units.sum() > MAX_WITHOUT_REPLACEMENT:
+            return None
+        samples = min(samples, int(units.sum()))  # past that: nothing to draw
+        if samples < len(levels):
+            return None
+        # a level's mass: sizes k and n-k (one size at k = n/2)
+        mirrored = self.masses[::-1] * (np.arange(n + 1) * 2 != n)
+        mass = (self.masses + mirrored)[levels]
+        counts = _allocate(samples, units, mass)
+        # Horvitz-Thompson: a coalition of level k weighs mu(S) N_k / m_k; the
+        # sampled sums are divided by the coalition count (samples x calls per
+        # sample) at estimate time, which the weight multiplies back
+        strata = _Strata(self.seed, levels, units, counts)
+        calls = self.sampler.max_evaluations_per_sample(n)
+        self.sample_weight = np.zeros(n + 1)
+        for k, size, count in zip(levels, units, counts, strict=True):
+            factor = float(size) / float(count) * strata.sampled * calls
+            self.sample_weight[k] = self.coalition_weight[k] * factor
+            self.sample_weight[n - k] = self.coalition_weight[n - k] * factor
+        return strata
 
     # -- the Plan contract -------------------------------------------------
 
@@ -385,7 +605,10 @@ class RegressionPlan(Plan):
 
     def sample_limit(self) -> int | None:
         # every coalition enumerated: the run is exact and ends there
-        return self.layout.n_border if not self.layout.middle.any() else None
+        if not self.layout.middle.any():
+            return self.layout.n_border
+        # without replacement: the schedule holds exactly the planned samples
+        return None if self.strata is None else self.layout.n_border + self.strata.total
 
     def max_evaluations_per_sample(self) -> int:
         return self.sampler.max_evaluations_per_sample(self.n)
@@ -422,7 +645,16 @@ class RegressionPlan(Plan):
         if stop > cut:
             z, size, group = self._sampled_rows(cut, stop)
             u = self._utilities(utility, z, stats)
-            self._accumulate_groups(sums, z, self.sample_weight[size], group, u)
+            exact = group < 0  # a stratum drawn whole
+            if exact.any():
+                weight = self.coalition_weight[size[exact]]
+                self._accumulate(sums, "enum_", z[exact], weight, u[exact])
+            if not exact.all():
+                sampled = ~exact
+                weight = self.sample_weight[size[sampled]]
+                self._accumulate_groups(
+                    sums, z[sampled], weight, group[sampled], u[sampled]
+                )
         calls = np.full(stop - start, self.max_evaluations_per_sample(), np.int32)
         return {"regression": sums}, calls
 
@@ -444,6 +676,7 @@ class RegressionPlan(Plan):
             "sample_cap": self.sample_cap,
             "border_levels": self.layout.levels,
             "border_samples": self.layout.n_border,
+            "without_replacement": self.strata is not None,
             "sampler": self.sampler.describe(),
         }
 
@@ -487,12 +720,15 @@ class RegressionPlan(Plan):
         self, start: int, stop: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coalitions, sizes and jackknife groups of sampled samples
-        ``start .. stop-1``; sample j depends on (seed, j) only."""
+        ``start .. stop-1`` (group -1: exact, a stratum drawn whole); sample j
+        depends on (seed, j) only."""
         if not self.layout.middle.any():
             raise ValueError(
                 f"samples from {self.layout.n_border} on do not exist: the border "
                 "enumerates every coalition"
             )
+        if self.strata is not None:
+            return self._stratified_rows(start, stop)
         n, paired = self.n, self.sampler.paired
         rows = stop - start
         draws = np.empty(rows)
@@ -512,6 +748,53 @@ class RegressionPlan(Plan):
             sizes[1::2] = n - sizes[1::2]
             groups = np.repeat(groups, 2)
         return z, sizes, groups
+
+    def _stratified_rows(
+        self, start: int, stop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_sampled_rows` without replacement (see :class:`_Strata`)."""
+        strata, n, first = self.strata, self.n, self.layout.n_border
+        assert strata is not None
+        if stop - first > strata.total:
+            raise ValueError(
+                f"samples from {first + strata.total} on do not exist: the run "
+                f"draws {strata.total} units without replacement"
+            )
+        stratum, rank = strata.slots(np.arange(start - first, stop - first))
+        z = np.zeros((stop - start, n), dtype=bool)
+        for s in np.unique(stratum):
+            rows = stratum == s
+            units = strata.units_of(int(s), rank[rows])
+            z[rows] = self._unit_coalitions(strata.levels[s], units)
+        sizes = z.sum(axis=1)
+        groups = np.where(strata.exact[stratum], -1, rank % self.sampler.groups)
+        if self.sampler.paired:
+            z = _interleave(z, ~z)
+            sizes = np.repeat(sizes, 2)
+            sizes[1::2] = n - sizes[1::2]
+            groups = np.repeat(groups, 2)
+        return z, sizes, groups
+
+    def _unit_coalitions(self, k: int, units: np.ndarray) -> np.ndarray:
+        """The coalitions of units of level ``k`` (numbered as in
+        :meth:`_Layout.level_units`): a size-``k`` coalition standing for its
+        pair when paired (at ``k = n/2`` the one holding player 0); unpaired,
+        the size-``k`` coalitions then their complements."""
+        n = self.n
+        if 2 * k == n:
+            if not self.sampler.paired:
+                return _unrank_subsets(units, n, k)
+            z = np.zeros((len(units), n), dtype=bool)
+            z[:, 1:] = _unrank_subsets(units, n - 1, k - 1)
+            z[:, 0] = True
+            return z
+        if self.sampler.paired:
+            return _unrank_subsets(units, n, k)
+        count = math.comb(n, k)
+        complement = units >= count
+        z = _unrank_subsets(np.where(complement, units - count, units), n, k)
+        z[complement] = ~z[complement]
+        return z
 
     # -- statistics --------------------------------------------------------
 
@@ -584,7 +867,9 @@ class RegressionPlan(Plan):
             )
         else:
             values, full_rank = self._solve(exact_xx, exact_xu, check_rank=True)
-        if not self.layout.middle.any():
+        if not self.layout.middle.any() or (
+            self.strata is not None and self.strata.exact.all()
+        ):
             return values, np.zeros(self.n)  # every coalition enumerated: exact
         present = np.flatnonzero(counts > 0)
         if len(present) < 2 or not full_rank:
@@ -599,7 +884,19 @@ class RegressionPlan(Plan):
         spread = replicates - replicates.mean(axis=0)
         k = len(present)
         variance = (k - 1) / k * (spread**2).sum(axis=0)
-        return values, np.sqrt(variance)
+        return values, np.sqrt(variance * self._finite_population_correction(total))
+
+    def _finite_population_correction(self, coalitions: float) -> float:
+        """The jackknife's variance factor: 1 with replacement; without,
+        ``1 - sum_h m_h f_h / m`` at the run's end, scaled by the share of the
+        planned samples drawn so far (an early stop samples less of each
+        level)."""
+        strata = self.strata
+        if strata is None:
+            return 1.0
+        samples = coalitions / self.max_evaluations_per_sample()
+        drawn = min(1.0, samples / max(strata.sampled, 1))
+        return max(0.0, 1.0 - drawn * strata.sampled_fraction)
 
     def _exact_part(self, sums: Sums) -> tuple[np.ndarray, np.ndarray]:
         """The enumerated sums, plus u(empty) and u(N) for Banzhaf (whose
