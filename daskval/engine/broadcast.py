@@ -19,6 +19,10 @@ from daskval.utility import Utility
 __all__ = ["ensure_broadcast", "plugin_name"]
 
 _lock = threading.Lock()
+# held while registering: a second run of the same utility started meanwhile
+# (concurrent submits) must wait, since an idempotent registration of a name
+# the scheduler already knows returns before the workers have set it up
+_registering = threading.Lock()
 # names already registered, per client (the scheduler keeps them while it lives)
 _registered: weakref.WeakKeyDictionary[Client, set[str]] = weakref.WeakKeyDictionary()
 
@@ -40,8 +44,12 @@ def ensure_broadcast(client: Client, utility: Utility) -> str:
         known = _registered.setdefault(client, set())
         if name in known:
             return name
-    # idempotent: a second client registering the same name is a no-op
-    client.register_plugin(UtilityPlugin(utility, name), name=name)
-    with _lock:
-        known.add(name)
+    with _registering:
+        with _lock:
+            if name in known:
+                return name
+        # idempotent: a second client registering the same name is a no-op
+        client.register_plugin(UtilityPlugin(utility, name), name=name)
+        with _lock:
+            known.add(name)
     return name

@@ -528,7 +528,7 @@ def worker_memo(worker: Any) -> WorkerMemo | None:
     return memo
 
 
-_lock = threading.Lock()
+_registering = threading.Lock()
 # the configuration each client last installed (None: the defaults, if absent)
 _installed: weakref.WeakKeyDictionary[Client, MemoConfig] = weakref.WeakKeyDictionary()
 
@@ -539,16 +539,17 @@ def ensure_memo(client: Client, config: MemoConfig | None = None) -> None:
     With ``config=None`` a memo configured earlier (by this or another client)
     is left as it is, and a missing one gets the defaults.
     """
-    with _lock:
+    # one registration at a time: a concurrent run must not start its tasks
+    # before the first registration has reached the workers
+    with _registering:
         current = _installed.get(client)
-    if current is not None and (config is None or config == current):
-        return
-    wanted = config or MemoConfig()
-    plugin = MemoPlugin(wanted)
-    # the defaults never override a configuration another client installed
-    plugin.idempotent = config is None
-    client.register_plugin(plugin, name=MEMO_PLUGIN)
-    with _lock:
+        if current is not None and (config is None or config == current):
+            return
+        wanted = config or MemoConfig()
+        plugin = MemoPlugin(wanted)
+        # the defaults never override a configuration another client installed
+        plugin.idempotent = config is None
+        client.register_plugin(plugin, name=MEMO_PLUGIN)
         _installed[client] = wanted
 
 
