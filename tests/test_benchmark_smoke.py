@@ -306,6 +306,41 @@ def test_the_daskval_driver_cuts_where_max_evaluations_would() -> None:
         assert state.n_samples == (budget - 2) // 5
 
 
+@pytest.mark.parametrize("sampler", ["permutation", "msr", "regression"])
+def test_the_daskval_driver_gives_what_fit_gives(client: Any, sampler: str) -> None:
+    """The in-process driver's values are those of .fit() with MaxEvaluations(B)."""
+    import daskval as dv
+    from daskval.methods.regression import RegressionSampler
+
+    runner = _load_benchmark_module("se_daskval_runner")
+    tabulated = _load_benchmark_module("tabulated")
+    table = np.random.default_rng(2).random(1 << 6)
+    make = {
+        "permutation": dv.PermutationSampler,
+        "msr": dv.MSRSampler,
+        "regression": lambda: RegressionSampler(paired=True),
+    }[sampler]
+    game = tabulated.TableGame(table)
+    utility = dv.FunctionUtility(game, n=6)
+
+    def valuation(u: Any) -> Any:
+        return dv.BanzhafValuation(
+            u, sampler=make(), stop=dv.MaxEvaluations(41), seed=5
+        )
+
+    plan = valuation(utility).make_plan()
+    state = runner.run_plan(plan, utility, game, 41)
+    # the workers cannot import the benchmarks' modules: a closure over the table
+    closure = dv.FunctionUtility(
+        lambda players: float(table[int(np.sum(1 << np.asarray(players)))]), n=6
+    )
+    fitted = valuation(closure).fit(client=client).result_
+    assert fitted.n_evaluations == state.n_evaluations
+    np.testing.assert_allclose(
+        fitted.values, plan.estimate(state.moments)[0], atol=1e-12
+    )
+
+
 # -- time to a fixed RMSE -------------------------------------------------------
 
 
