@@ -207,7 +207,10 @@ def main() -> None:
             "fits": fits,
             "fits_performed": fits_performed,
             "extra": {
-                "samples_started": empty_calls,
+                # permutations start with u(empty); an MSR subset is one fit
+                "samples_started": empty_calls
+                if workload.method == "permutation"
+                else fits_performed,
                 "cpu_main_seconds": cpu["cpu_own_seconds"],
                 "cpu_workers_seconds": cpu["cpu_children_seconds"],
                 "min_count": int(counts.min()),
