@@ -10,8 +10,9 @@ counts every call, the anchors u(empty) and u(N) included.
 
 Prints the RMSE over players against the exact values, mean over 20 seeds, for
 Kernel SHAP (paired, border on/off; unpaired; 2-additive) and Banzhaf
-regression (paired; 2-additive), next to
-the best figures of the notes (shapiq / pyDVL).
+regression (paired; 2-additive), drawn without replacement (the default) and
+with replacement, next to the best figures of the notes (shapiq / pyDVL). With
+``--seeds`` above 20 it also prints the standard error of each mean.
 
 Run: ``python benchmarks/regression_efficiency.py [--seeds 20] [--cache PATH]``
 """
@@ -128,7 +129,16 @@ def main() -> None:
     utility = FunctionUtility(Table(table), n=N)
     contenders = [
         ("shapley", "Kernel SHAP, paired, border", RegressionSampler()),
-        ("shapley", "Kernel SHAP, paired, no border", RegressionSampler(border=False)),
+        (
+            "shapley",
+            "Kernel SHAP, paired, border, with replacement",
+            RegressionSampler(replace=True),
+        ),
+        (
+            "shapley",
+            "Kernel SHAP, paired, no border, with replacement",
+            RegressionSampler(border=False, replace=True),
+        ),
         ("shapley", "Kernel SHAP, unpaired, border", RegressionSampler(paired=False)),
         (
             "shapley",
@@ -136,6 +146,11 @@ def main() -> None:
             RegressionSampler(order=2),
         ),
         ("banzhaf", "Banzhaf regression, paired", RegressionSampler()),
+        (
+            "banzhaf",
+            "Banzhaf regression, paired, with replacement",
+            RegressionSampler(replace=True),
+        ),
         (
             "banzhaf",
             "2-additive Banzhaf regression, paired",
@@ -155,11 +170,14 @@ def main() -> None:
                 )
                 for s in range(args.seeds)
             ]
-            cells.append(f"{np.mean(errors):.2g}")
+            cell = f"{np.mean(errors):.2g}"
+            if args.seeds > 20:
+                cell += f" ± {np.std(errors, ddof=1) / np.sqrt(args.seeds):.1g}"
+            cells.append(cell)
         print(f"| {label} | " + " | ".join(cells) + " |")
     for kind, figures in NOTES.items():
-        cells = " | ".join(f"{f:.2g}" for f in figures)
-        print(f"| notes: best {kind} | {cells} |")
+        row = " | ".join(f"{f:.2g}" for f in figures)
+        print(f"| notes: best {kind} | {row} |")
 
 
 if __name__ == "__main__":

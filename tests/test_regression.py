@@ -18,6 +18,9 @@ from daskval.games import AirportGame, GlovesGame, WeightedVotingGame
 from daskval.methods.regression import (
     RegressionPlan,
     RegressionSampler,
+    _keyed_permutation,
+    _permutation_keys,
+    _unrank_subsets,
     make_regression_plan,
 )
 from daskval.plan import Plan, evaluate_anchors, evaluate_range
@@ -162,22 +165,33 @@ def test_banzhaf_regression_converges(inclusion: float, paired: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "paired", "border"),
+    ("kind", "paired", "border", "replace", "samples"),
     [
-        ("shapley", True, False),
-        ("shapley", False, False),
-        ("shapley", True, True),
-        ("banzhaf", True, False),
-        ("banzhaf", False, False),
+        # 400 utility calls either way; without replacement about 40% of
+        # the sampled population
+        ("shapley", True, False, False, 200),
+        ("shapley", False, False, False, 400),
+        ("shapley", True, True, False, 200),
+        ("banzhaf", True, False, False, 200),
+        ("banzhaf", False, False, False, 400),
+        # with replacement
+        ("shapley", True, True, True, 200),
+        ("banzhaf", True, False, True, 200),
+        # 85-90% of the sampled population: the finite-population correction
+        # shrinks the jackknife's variance seven- to tenfold
+        ("shapley", True, True, False, 459),
+        ("banzhaf", True, False, False, 459),
+        ("shapley", False, True, False, 919),
     ],
 )
-def test_jackknife_stderr_is_calibrated(kind: str, paired: bool, border: bool) -> None:
+def test_jackknife_stderr_is_calibrated(
+    kind: str, paired: bool, border: bool, replace: bool, samples: int
+) -> None:
     """Over 40 seeds, the mean reported stderr matches the spread of the
     estimates, and the estimates centre on the exact values."""
     game = AirportGame([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
     reference = brute_force(table_of(game), game.n, kind)
-    samples = 200 if paired else 400  # 400 utility calls either way
-    sampler = RegressionSampler(paired=paired, border=border)
+    sampler = RegressionSampler(paired=paired, border=border, replace=replace)
     estimates, stderrs = [], []
     for seed in range(40):
         plan = make_regression_plan(kind, game.n, seed, sampler, sample_cap=samples)
@@ -193,13 +207,15 @@ def test_jackknife_stderr_is_calibrated(kind: str, paired: bool, border: bool) -
     assert np.all(np.abs(bias) <= 4 * spread / np.sqrt(40)), bias / spread
 
 
+@pytest.mark.parametrize("replace", [False, True])
 @pytest.mark.parametrize("kind", ["shapley", "banzhaf"])
 @pytest.mark.parametrize("border", [True, False])
-def test_values_do_not_depend_on_task_ranges(kind: str, border: bool) -> None:
+def test_values_do_not_depend_on_task_ranges(
+    kind: str, border: bool, replace: bool
+) -> None:
     game = FunctionUtility(RandomTable(9, seed=2), n=9)
-    plan = make_regression_plan(
-        kind, 9, 5, RegressionSampler(border=border), sample_cap=120
-    )
+    sampler = RegressionSampler(border=border, replace=replace)
+    plan = make_regression_plan(kind, 9, 5, sampler, sample_cap=120)
     if border and kind == "shapley":
         # Banzhaf's uniform proposal enumerates all or nothing
         assert isinstance(plan, RegressionPlan)
@@ -210,6 +226,87 @@ def test_values_do_not_depend_on_task_ranges(kind: str, border: bool) -> None:
         np.testing.assert_allclose(values, reference[0], rtol=0, atol=1e-12)
         np.testing.assert_allclose(stderr, reference[1], rtol=0, atol=1e-12)
         np.testing.assert_array_equal(counts, reference[2])
+
+
+@pytest.mark.parametrize(("kind", "inclusion"), [("shapley", 0.5), ("banzhaf", 0.3)])
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+def test_without_replacement_is_exact_once_the_population_is_drawn(
+    kind: str, inclusion: float, paired: bool
+) -> None:
+    """Without the border every level is sampled; a budget covering them all
+    draws each unit once, in a seeded order, and the estimate is exact."""
+    game = GAMES[-1]
+    population = ((1 << game.n) - 2) // (2 if paired else 1)
+    sampler = RegressionSampler(paired=paired, border=False)
+    plan = make_regression_plan(
+        kind, game.n, 4, sampler, inclusion=inclusion, sample_cap=population + 9
+    )
+    assert plan.sample_limit() == population
+    values, stderr, counts = run(plan, game, population, step=23)
+    reference = brute_force(table_of(game), game.n, kind, inclusion)
+    np.testing.assert_allclose(values, reference, atol=TOL)
+    np.testing.assert_array_equal(stderr, 0.0)
+    np.testing.assert_array_equal(counts, (1 << game.n) - 2)
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
+def test_without_replacement_draws_distinct_units_by_level(paired: bool) -> None:
+    n, cap = 10, 300
+    plan = make_regression_plan(
+        "shapley", n, 8, RegressionSampler(paired=paired), sample_cap=cap
+    )
+    assert isinstance(plan, RegressionPlan) and plan.strata is not None
+    assert plan.sample_limit() == cap
+    first = plan.layout.n_border
+    z, _, groups = plan._sampled_rows(first, cap)
+    coalitions = {tuple(row) for row in z}
+    assert len(coalitions) == len(z)  # no repeats, complements included
+    units = z[::2] if paired else z
+    levels = np.minimum(units.sum(axis=1), n - units.sum(axis=1))
+    for level, count in zip(plan.strata.levels, plan.strata.counts, strict=True):
+        assert (levels == level).sum() == count
+    # group r mod 16 within each level: balanced up to one unit per level
+    unit_groups = groups[::2] if paired else groups
+    per_group = np.bincount(unit_groups[unit_groups >= 0], minlength=16)
+    assert per_group.max() - per_group.min() <= len(plan.strata.levels)
+    with pytest.raises(ValueError, match="do not exist"):
+        plan._sampled_rows(cap - 1, cap + 1)
+
+
+def test_with_replacement_without_a_known_sample_count() -> None:
+    plan = make_regression_plan("shapley", 8, 0, RegressionSampler())
+    assert isinstance(plan, RegressionPlan)
+    assert plan.strata is None and plan.sample_limit() is None
+    assert not plan.describe()["without_replacement"]
+    forced = make_regression_plan(
+        "shapley", 8, 0, RegressionSampler(replace=True), sample_cap=50
+    )
+    assert forced.sample_limit() is None
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, 4097])
+def test_keyed_permutation_is_a_bijection(size: int) -> None:
+    image = _keyed_permutation(np.arange(size), size, _permutation_keys(3, 1))
+    np.testing.assert_array_equal(np.sort(image), np.arange(size))
+
+
+def test_keyed_permutation_includes_every_unit_equally_often() -> None:
+    """The rotation makes each unit's inclusion probability exactly m/N."""
+    size, drawn, seeds = 10, 3, 2000
+    hits = np.zeros(size)
+    for seed in range(seeds):
+        hits[
+            _keyed_permutation(np.arange(drawn), size, _permutation_keys(seed, 2))
+        ] += 1
+    # binomial sd of a frequency near 0.3 over 2000 seeds: ~0.010
+    np.testing.assert_allclose(hits / seeds, drawn / size, atol=0.04)
+
+
+@pytest.mark.parametrize(("pool", "size"), [(7, 3), (12, 6), (5, 0), (5, 5)])
+def test_unranking_lists_every_subset_once(pool: int, size: int) -> None:
+    z = _unrank_subsets(np.arange(math.comb(pool, size)), pool, size)
+    assert len({tuple(row) for row in z}) == math.comb(pool, size)
+    np.testing.assert_array_equal(z.sum(axis=1), size)
 
 
 def test_early_estimates_are_finite_or_flagged() -> None:
@@ -246,6 +343,7 @@ def test_plan_pickles_and_describes_itself() -> None:
     [
         ({"paired": 1}, TypeError, "paired must be a bool"),
         ({"border": "yes"}, TypeError, "border must be a bool"),
+        ({"replace": 0}, TypeError, "replace must be a bool"),
         ({"groups": 1}, ValueError, "groups must lie in 2"),
         ({"groups": 2.5}, ValueError, "groups must be a whole number"),
         ({"groups": "8"}, TypeError, "groups must be an integer"),
