@@ -113,10 +113,11 @@ class RegressionSampler:
     border : bool
         When the run's sample count is known up front (a count budget),
         enumerate the smallest and largest coalition sizes exactly, as the
-        first samples: for Kernel SHAP while the budget holds them, for
-        Banzhaf while sampling would be expected to draw at least as many
-        coalitions of those sizes as exist. With a budget that covers every
-        coalition the estimate is exact.
+        first samples, while sampling would be expected to draw at least as
+        many coalitions of those sizes as exist (with replacement, Kernel
+        SHAP instead enumerates while the budget holds them and leaves a
+        quarter of it to sample). With a budget that covers every coalition
+        the estimate is exact.
     groups : int
         Samples are split into ``groups`` groups (sample ``j`` into group
         ``j mod groups``) whose sums are kept apart for the delete-one-group
@@ -127,9 +128,11 @@ class RegressionSampler:
         paired, coalitions otherwise, outside the enumerated border) holds at
         most 2^24 units, draw it without replacement, stratified by size level
         with a proportional allocation; the estimate is exact, with a zero
-        standard error, once the budget covers the population. At n=12 this
-        lowers Kernel SHAP's error by up to a third at 3000 calls. Otherwise,
-        and with True: independent draws with replacement.
+        standard error, once the budget covers the population. On a
+        12-player game this cut the RMSE at 3000 calls by 30% (Kernel SHAP)
+        and 45% (Banzhaf), at 1000 calls by 15% and 8%, and changed little
+        at 100 calls. Otherwise, and with True: independent draws with
+        replacement (as without a count budget).
     order : int
         1: a linear model in the players (Kernel SHAP, Banzhaf regression).
         2: also one term per pair of players (k-additive regression with
@@ -326,11 +329,14 @@ class _Layout:
         the sampled part large enough for the ratio estimator's O(1/m) bias
         and for the jackknife (with ~25 middle samples at n=10 the bias
         reached 0.7 standard deviations).
-        Otherwise (Banzhaf): while the remaining budget would be expected to
-        draw at least as many samples of the level as it holds; the
-        near-uniform Binomial measure gains nothing from enumerating a level
-        that sampling would barely visit (all or nothing at inclusion 1/2).
-        On the wine12 benchmark each rule is the better one for its kind.
+        Otherwise (Banzhaf; both kinds without replacement, where this is the
+        water-filling of the proportional allocation, which measured better
+        than greedy for Kernel SHAP at every wine12 budget): while the
+        remaining budget would be expected to draw at least as many samples
+        of the level as it holds; the near-uniform Binomial measure gains
+        nothing from enumerating a level that sampling would barely visit
+        (all or nothing at inclusion 1/2). With replacement, on the wine12
+        benchmark, each rule is the better one for its kind.
         """
         n, budget = self.n, cap
         remaining = weights.copy()
