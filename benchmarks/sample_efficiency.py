@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--timeout", type=float, default=7200.0)
     parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a previous report (same budgets, seeds and unit): take the runs of"
+        " the libraries not in --libraries from it instead of re-running them",
+    )
+    parser.add_argument(
         "--unit",
         choices=("calls", "distinct"),
         default="calls",
@@ -208,13 +215,40 @@ def verdicts(
     return out
 
 
+def reused_records(game: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs of the libraries not re-run, from the report given by ``--reuse``."""
+    if args.reuse is None:
+        return {}
+    previous = json.loads(Path(args.reuse).read_text())
+    same = (previous["budgets"], previous["seeds"], previous.get("unit", "calls"))
+    if same != (args.budgets, args.seeds, args.unit):
+        raise SystemExit(f"{args.reuse}: other budgets, seeds or unit than this run")
+    result = previous["games"].get(game, {})
+    return {
+        lib: {
+            "library": lib,
+            "runs": runs,
+            "skipped": result["skipped"].get(lib, []),
+            "versions": result["versions"].get(lib),
+            "reused_from": str(args.reuse),
+        }
+        for lib, runs in result.get("runs", {}).items()
+        if lib not in args.libraries and runs
+    }
+
+
 def run_game(game: str, args: argparse.Namespace) -> dict[str, Any]:
     """Tabulate (or load) a game, run every library on it, summarise."""
     table = load_table(GAMES[game])
     exact = {"shapley": exact_shapley(table), "banzhaf": exact_banzhaf(table)}
-    records: dict[str, Any] = {}
+    records: dict[str, Any] = reused_records(game, args)
     summaries: dict[str, Any] = {}
-    for library in args.libraries:
+    for library in LIBRARIES:
+        if library in records:
+            summaries[library] = summarise_runs(records[library]["runs"], exact)
+            continue
+        if library not in args.libraries:
+            continue
         print(f"[{game}] {library} ...", file=sys.stderr, flush=True)
         record = run_library(library, game, args)
         if "error" in record:

@@ -54,7 +54,7 @@ def _multi(sampler: Callable[[], Any]) -> Factory:
     return factory
 
 
-def _regression(kind: str, paired: bool) -> Factory:
+def _regression(kind: str, paired: bool, **options: Any) -> Factory:
     """Kernel SHAP / Banzhaf regression with the border trick sized to the budget.
 
     Through ``{Shapley,Banzhaf}Valuation(sampler=RegressionSampler(...))``
@@ -66,7 +66,7 @@ def _regression(kind: str, paired: bool) -> Factory:
     def factory(n: int, seed: int, budget: int, utility: Any = None) -> Plan:
         from daskval.methods.regression import RegressionSampler, make_regression_plan
 
-        sampler = RegressionSampler(paired=paired)
+        sampler = RegressionSampler(paired=paired, **options)
         try:
             return _valuation(kind, lambda: sampler)(n, seed, budget, utility)
         except TypeError:  # the valuations do not take it (yet)
@@ -97,6 +97,13 @@ def estimators() -> list[tuple[str, str, Factory]]:
             ("regression paired", semivalue, _regression(semivalue, paired=True))
         )
         table.append(("regression", semivalue, _regression(semivalue, paired=False)))
+        table.append(
+            (
+                "regression paired, with replacement",
+                semivalue,
+                _regression(semivalue, paired=True, replace=True),
+            )
+        )
     return table
 
 
