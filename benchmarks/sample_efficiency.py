@@ -14,7 +14,8 @@ environment (se_daskval_runner.py here, se_pydvl_runner.py in
 of them. Calls are a count, so the figures do not depend on machine load.
 
 The verdict per budget: daskval's best estimator's RMSE over the best of
-pyDVL's and shapiq's (below 1 = daskval ahead).
+pyDVL's and shapiq's (below 1 = daskval ahead), with the ratio's standard
+error from the spread over seeds.
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--games", nargs="+", choices=sorted(GAMES), default=None)
     parser.add_argument("--budgets", nargs="+", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="20; smoke: 2")
-    parser.add_argument("--libraries", nargs="+", choices=LIBRARIES, default=None)
+    parser.add_argument(
+        "--libraries",
+        nargs="*",
+        choices=LIBRARIES,
+        default=None,
+        help="libraries to run (default: all; none with --reuse: re-report)",
+    )
     parser.add_argument("--pydvl-python", type=Path, default=venv_python("pydvl"))
     parser.add_argument("--shapiq-python", type=Path, default=venv_python("shapiq"))
     parser.add_argument("--smoke", action="store_true", help="tiny game, 2 seeds")
@@ -96,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.games = args.games or defaults["games"]
     args.budgets = args.budgets or defaults.get("budgets", list(BUDGETS))
     args.seeds = args.seeds or defaults.get("seeds", 20)
-    args.libraries = args.libraries or list(LIBRARIES)
+    if args.libraries is None:
+        args.libraries = list(LIBRARIES)
     for game in args.games:
         too_big = [b for b in args.budgets if b >= 1 << GAMES[game].n]
         if too_big:
@@ -179,13 +187,16 @@ def summarise_runs(
 
 def best_of(
     estimators: dict[str, dict[int, dict[str, float]]], budget: int
-) -> tuple[str, float] | None:
-    """The estimator with the lowest mean RMSE at ``budget``, and that RMSE."""
+) -> tuple[str, float, float] | None:
+    """The estimator with the lowest mean RMSE at ``budget``: its name, that
+    mean and the mean's relative standard error (sd over seeds / sqrt(seeds))."""
     found = [(e[budget]["rmse"], name) for name, e in estimators.items() if budget in e]
     if not found:
         return None
     error, name = min(found)
-    return name, error
+    entry = estimators[name][budget]
+    relative = entry["rmse_sd"] / max(1.0, entry["seeds"]) ** 0.5 / error
+    return name, error, relative
 
 
 def verdicts(
@@ -202,12 +213,18 @@ def verdicts(
             }
             others = [b for lib, b in best.items() if lib != "daskval" and b]
             ours = best.get("daskval")
-            ratio = ours[1] / min(b[1] for b in others) if ours and others else None
+            ratio = spread = None
+            if ours and others:
+                theirs = min(others, key=lambda b: b[1])
+                ratio = ours[1] / theirs[1]
+                # the ratio's standard error (delta method, independent seeds)
+                spread = ratio * (ours[2] ** 2 + theirs[2] ** 2) ** 0.5
             rows.append(
                 {
                     "budget": budget,
-                    "best": {lib: b for lib, b in best.items() if b},
+                    "best": {lib: b[:2] for lib, b in best.items() if b},
                     "ratio": ratio,
+                    "ratio_stderr": spread,
                     "met": None if ratio is None else ratio < 1.0,
                 }
             )
@@ -304,7 +321,9 @@ def format_game(
                 f"{best[lib][1]:.2e} ({best[lib][0]})" if lib in best else "-"
                 for lib in LIBRARIES
             ]
-            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+            ratio = "-"
+            if row["ratio"] is not None:
+                ratio = f"{row['ratio']:.2f} ± {row['ratio_stderr']:.2f}"
             verdict = {True: "", False: " NOT met", None: ""}[row["met"]]
             lines.append(
                 f"| {row['budget']} | " + " | ".join(cells) + f" | {ratio}{verdict} |"

@@ -258,6 +258,7 @@ def test_efficiency_report_compares_the_best_of_each_library(
             for row in rows:
                 assert set(row["best"]) == {"daskval", "pydvl", "shapiq"}
                 assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+                assert row["ratio_stderr"] >= 0
                 assert isinstance(row["met"], bool)
             summary = result["summaries"]["daskval"][semivalue]
             # the daskval estimators of the issue are all there
