@@ -7,6 +7,8 @@ range=(0, 1)), catch_errors=True, show_warnings=False)``, inside
 ``joblib.parallel_config(backend="loky", n_jobs=workers)`` with the pool
 started and warmed first, and a stopping criterion that records the
 corrected RMSE at every check and stops at the target (see time_to_rmse.py).
+Its calls are counted as permutations x n: exact without truncation, an upper
+bound with it.
 Never imports daskval. Run by time_to_rmse.py.
 """
 
