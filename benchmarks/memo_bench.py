@@ -83,8 +83,12 @@ def w1(client: Any, utility: dv.Utility, memo: bool, permutations: int) -> dict:
         stop=dv.MaxSamples(permutations),
         seed=SEED,
     ).fit(client, memo=memo)
-    meta = valuation.result_.metadata["memo"]
-    return {"hits": meta["hits"], "misses": meta["misses"]}
+    meta = valuation.result_.metadata
+    return {
+        "hits": meta["memo"]["hits"],
+        "misses": meta["memo"]["misses"],
+        "compute_seconds": meta["compute_seconds"],
+    }
 
 
 def paired(
@@ -258,6 +262,14 @@ def summarise(report: dict[str, Any]) -> None:
             "sequence speed-up with the memo (median of pairs): "
             f"wall {seq['median_wall_ratio_off_on']:.2f}x, "
             f"CPU {seq['median_cpu_ratio_off_on']:.2f}x   (target >= 2.5x)"
+        )
+        # the ceiling: utility calls without the memo per call that reached
+        # the utility with it (exact Banzhaf repeats exact Shapley's 2^n
+        # coalitions; LOO adds only n + 1)
+        row = seq["pairs"][0]
+        print(
+            "  ceiling (calls without / calls reaching the utility with): "
+            f"{row['off']['evaluations'] / max(1, row['on']['misses']):.2f}x"
         )
     if "w1" in report:
         w = report["w1"]

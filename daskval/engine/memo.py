@@ -254,7 +254,8 @@ class WorkerMemo:
 
     def __init__(self, limit_bytes: int, spill_directory: str | None = None) -> None:
         self._lock = threading.Lock()
-        self._pending: dict[bytes, threading.Event] = {}
+        # coalitions being evaluated -> an Event once another thread waits
+        self._pending: dict[bytes, threading.Event | None] = {}
         # failure/warning effects, interned: entries hold an index into this
         self._effects: list[EvalStats] = []
         self._effect_ids: dict[Any, int] = {}
@@ -321,12 +322,15 @@ class WorkerMemo:
                 waiting = None
                 if entry is not None:
                     self.hits += 1
+                elif key not in self._pending:
+                    # no Event until a second thread asks (most misses are alone)
+                    self._pending[key] = None
+                    self.misses += 1
+                    break
                 else:
-                    waiting = self._pending.get(key)
+                    waiting = self._pending[key]
                     if waiting is None:
-                        self._pending[key] = threading.Event()
-                        self.misses += 1
-                        break
+                        waiting = self._pending[key] = threading.Event()
             if entry is not None:
                 return self._replay(entry, stats)
             # another thread is evaluating this coalition: wait for its entry
@@ -351,7 +355,8 @@ class WorkerMemo:
                         self._store(key, value, local)
                 finally:
                     event = self._pending.pop(key)
-            event.set()
+            if event is not None:
+                event.set()
         local.memo_misses += 1
         stats += local
         return value
