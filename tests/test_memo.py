@@ -420,6 +420,7 @@ def test_chains_with_warm_starts_bypass_the_memo_and_cold_chains_use_it() -> Non
     assert memo.stats()["entries"] == 0
     # everything else is the wrapped utility's
     assert warm.fingerprint() == warm_inner.fingerprint()
+    assert warm.identity() == warm_inner.identity() != cold.identity()
     assert warm.data is data
 
 

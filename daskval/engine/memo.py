@@ -478,6 +478,9 @@ class MemoizedUtility(Utility):
     def fingerprint(self) -> str:
         return self.utility.fingerprint()
 
+    def identity(self) -> str:
+        return self.utility.identity()
+
     def describe(self) -> dict[str, Any]:
         return self.utility.describe()
 
