@@ -20,11 +20,13 @@ the prefix only through the single merge chain.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -32,6 +34,16 @@ import numpy as np
 from distributed import Client, Future
 
 from daskval.accumulate import Partial
+from daskval.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_identity,
+    check_structure,
+    default_checkpoint_path,
+    load_checkpoint,
+    run_identity,
+    save_checkpoint,
+)
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.cluster import resolve_client
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
@@ -66,6 +78,12 @@ class RunSettings:
     poll_interval: float = 0.2
     # True: the workers' memo as configured (defaults if none); False: bypass it
     memo: bool | MemoConfig = True
+    # the file the merged state is saved to every checkpoint_interval seconds,
+    # at the end and on interrupt (None: no checkpoints)
+    checkpoint: Path | None = None
+    checkpoint_interval: float = 60.0
+    # the checkpoint this run continues from
+    resume: Checkpoint | None = None
 
 
 @dataclass
@@ -107,6 +125,18 @@ class ValuationHandle:
         self._placement: Placement | None = None
         self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
+        # checkpoints: what the run computes, its anchors, the newest state
+        self._identity = (
+            run_identity(valuation, plan)
+            if settings.checkpoint is not None or settings.resume is not None
+            else {}
+        )
+        self._anchor_values: list[float] = []
+        self._anchor_evaluations = 0
+        self._begin = time.monotonic()
+        self._last_state: Partial | None = None
+        self._saved: tuple[Partial, float] | None = None  # (state, when)
+        self._checkpoint_error: str | None = None
         self._thread = threading.Thread(
             target=self._main, name=f"daskval-{self.run_id}", daemon=True
         )
@@ -170,7 +200,7 @@ class ValuationHandle:
         try:
             self._results = self._run()
         except BaseException as exc:
-            self._error = exc
+            self._error = self._explain_failure(exc)
             self._progress.status = "failed"
         finally:
             self._done.set()
@@ -178,6 +208,10 @@ class ValuationHandle:
     def _run(self) -> dict[str, ValuationResult]:
         begin = time.monotonic()
         settings, plan, client = self.settings, self.plan, self.client
+        resumed = settings.resume
+        if resumed is not None:
+            begin -= resumed.elapsed_seconds  # time budgets go on from the checkpoint
+        self._begin = begin
         stop = self.valuation.stop
         if stop is not None:
             stop.reset()
@@ -190,58 +224,64 @@ class ValuationHandle:
             self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
 
-        anchor_stats, seconds_per_eval = EvalStats(), None
-        if plan.anchors():
-            anchors = client.submit(
-                anchors_task,
-                plugin,
-                plan,
-                pure=False,
-                key=f"daskval-anchors-{self.run_id}",
-            )
-            try:
-                values, anchor_stats, seconds_per_eval = anchors.result()
-            except Exception as exc:
-                raise ValuationError(
-                    "evaluating the anchor coalitions (u(empty), u(N), ...) failed: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            plan.bind_anchors(values)
-            del anchors
+        if resumed is None:
+            anchor_stats, seconds_per_eval = self._evaluate_anchors(plugin)
+        else:
+            # the saved anchors, bound without evaluating (or counting) them again
+            anchor_stats, seconds_per_eval = EvalStats(), None
+            self._anchor_values = [float(v) for v in resumed.anchors]
+            self._anchor_evaluations = resumed.anchor_evaluations
+            if self._anchor_values:
+                plan.bind_anchors(self._anchor_values)
 
-        cap = self._sample_cap(anchor_stats.n_evaluations)
-        state = initial_partial(plan, anchor_stats)
+        cap = self._sample_cap(self._anchor_evaluations)
+        state = (
+            initial_partial(plan, anchor_stats) if resumed is None else resumed.state
+        )
+        self._last_state = state
         task_bytes = len(cloudpickle.dumps((leaf_task, plugin, plan, 0, 1)))
         seconds_per_sample = (
             None
             if seconds_per_eval is None
             else 0.5 * seconds_per_eval * plan.max_evaluations_per_sample()
         )
+        if state.n_samples and state.compute_seconds > 0:
+            seconds_per_sample = state.compute_seconds / state.n_samples
 
         in_flight: dict[Future, tuple[int, int]] = {}
         finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
         merges: deque[Future] = deque()  # merge chain, oldest first
         # the first merge builds the empty state on a worker (no graph carries an
-        # n-sized array, and no extra task is queued while leaves are placed)
-        prefix: Future | EvalStats = anchor_stats
-        merged_stop = 0  # end of the last range handed to a merge
-        next_start = 0
+        # n-sized array, and no extra task is queued while leaves are placed); a
+        # resumed run's first merge appends to the restored state instead
+        prefix: Future | EvalStats | Partial = (
+            anchor_stats if resumed is None else resumed.state
+        )
+        merged_stop = state.stop  # end of the last range handed to a merge
+        next_start = state.stop
+        # a resumed run may have nothing left to do
+        ended = resumed is not None and self._update_progress(state, cap, begin)
         if (
-            seconds_per_sample is None
+            not ended
+            and seconds_per_sample is None
             and settings.samples_per_task is None
-            and (cap is None or cap > 0)
+            and (cap is None or cap > next_start)
         ):
             # nothing timed yet (no anchors): time one sample before sizing tasks
-            probe = self._submit_leaf(plugin, 0, 1)
-            seconds_per_sample = max(self._wait_for(probe, 0, 1).compute_seconds, 1e-6)
-            in_flight[probe] = (0, 1)
-            next_start = 1
+            first = next_start
+            probe = self._submit_leaf(plugin, first, first + 1)
+            seconds_per_sample = max(
+                self._wait_for(probe, first, first + 1).compute_seconds, 1e-6
+            )
+            in_flight[probe] = (first, first + 1)
+            next_start = first + 1
         last_merge = last_check = time.monotonic()
         status = "completed"
         n_threads = sum(client.nthreads().values()) or 1
         threads_checked = time.monotonic()
 
-        while cap != 0:  # (a budget the anchors use up is refused up front)
+        # (a budget the anchors use up is refused up front)
+        while cap != 0 and not ended:
             now = time.monotonic()
             if self._cancel.is_set():
                 status = self._cancel_status
@@ -307,7 +347,8 @@ class ValuationHandle:
                 last_check = now
                 fetched = self._fetch_newest(merges)
                 if fetched is not None:
-                    state = fetched
+                    state = self._last_state = fetched
+                    self._checkpoint_now(state, "running", periodic=True)
                     if state.n_samples and state.compute_seconds > 0:
                         seconds_per_sample = state.compute_seconds / state.n_samples
                     done = self._update_progress(state, cap, begin)
@@ -315,9 +356,131 @@ class ValuationHandle:
                         break
 
         client.cancel(list(in_flight) + [f for _, f in finished.values()])
+        if status != "completed":
+            # stopped early: keep every sample merged so far, not only the
+            # last state fetched
+            state = self._last_state = self._newest_state(merges, state)
         del in_flight, finished, merges, prefix
         self._progress.status = status
+        self._checkpoint_now(state, status)
         return self._make_results(state, status, begin, task_bytes, client)
+
+    def _evaluate_anchors(self, plugin: UtilityRef) -> tuple[EvalStats, float | None]:
+        """u of the plan's anchor coalitions, bound to the plan: their counters
+        and the slowest call's seconds (None without anchors)."""
+        plan = self.plan
+        if not plan.anchors():
+            return EvalStats(), None
+        anchors = self.client.submit(
+            anchors_task,
+            plugin,
+            plan,
+            pure=False,
+            key=f"daskval-anchors-{self.run_id}",
+        )
+        try:
+            values, anchor_stats, seconds_per_eval = anchors.result()
+        except Exception as exc:
+            raise ValuationError(
+                "evaluating the anchor coalitions (u(empty), u(N), ...) failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        plan.bind_anchors(values)
+        self._anchor_values = [float(v) for v in values]
+        self._anchor_evaluations = anchor_stats.n_evaluations
+        return anchor_stats, seconds_per_eval
+
+    def _newest_state(self, merges: deque[Future], state: Partial) -> Partial:
+        """The newest merge's state, waited for briefly (merges are quick and
+        depend only on finished leaves); ``state`` if the cluster cannot say."""
+        if not merges:
+            return state
+        try:
+            newest: Partial = merges[-1].result(timeout=30)
+        except Exception:
+            return state
+        return newest
+
+    # -- checkpoints ------------------------------------------------------------
+    def _checkpoint_now(
+        self, state: Partial, status: str, periodic: bool = False
+    ) -> None:
+        """Save ``state`` to the checkpoint file (periodic: when it is due).
+
+        A failed write is logged and recorded, never fatal: the run's samples
+        are still on the cluster and in the result.
+        """
+        path = self.settings.checkpoint
+        if path is None:
+            return
+        now = time.monotonic()
+        if (
+            periodic
+            and self._saved is not None
+            and (
+                self._saved[0] is state
+                or now - self._saved[1] < self.settings.checkpoint_interval
+            )
+        ):
+            return
+        checkpoint = Checkpoint(
+            identity=self._identity,
+            state=state,
+            anchors=np.asarray(self._anchor_values, dtype=np.float64),
+            anchor_evaluations=self._anchor_evaluations,
+            elapsed_seconds=now - self._begin,
+            status=status,
+            run_id=self.run_id,
+        )
+        try:
+            save_checkpoint(path, checkpoint)
+        except Exception as exc:
+            self._checkpoint_error = f"{type(exc).__name__}: {exc}"
+            logger.error("could not write the checkpoint %s: %s", path, exc)
+            return
+        self._checkpoint_error = None
+        self._saved = (state, now)
+
+    def _explain_failure(self, exc: BaseException) -> BaseException:
+        """Save what was merged and say how to resume (or how to make that
+        possible); a lost scheduler or client becomes a ValuationError."""
+        if not isinstance(exc, Exception):
+            return exc
+        path = self.settings.checkpoint
+        if path is not None and self._last_state is not None:
+            self._checkpoint_now(self._last_state, "failed")
+        lost = _cluster_lost(exc, self.client)
+        if path is not None and self._saved is not None:
+            hint = (
+                f"the first {self._saved[0].stop} samples are saved in the "
+                f"checkpoint {path}; continue the run with "
+                f"fit(resume={str(path)!r}) (same utility, method, sampler, "
+                "seed and stop) on a working cluster"
+            )
+        elif path is not None:
+            hint = (
+                f"no checkpoint was written to {path} (the run failed before "
+                "any state was merged)"
+            )
+        elif lost:
+            hint = (
+                "checkpoints were off, so the merged samples are lost; pass "
+                "fit(checkpoint=True) (or checkpoint='path.npz', with "
+                "checkpoint_interval=seconds) to be able to resume such a run"
+            )
+        else:
+            return exc
+        if lost:
+            error = ValuationError(
+                "the Dask scheduler or the client was lost during the run "
+                f"({type(exc).__name__}: {exc}); {hint}"
+            )
+            error.__cause__ = exc
+            return error
+        add_note = getattr(exc, "add_note", None)  # Python >= 3.11
+        if add_note is not None:
+            add_note(hint)
+        return exc
 
     def _submit_leaf(self, plugin: UtilityRef, start: int, end: int) -> Future:
         """Samples ``start .. end-1`` as a task whose key names the run and range."""
@@ -471,6 +634,7 @@ class ValuationHandle:
             "failures": dict(stats.failures),
             "first_failure": stats.first_failure,
             "budget_exhausted": state.exhausted,
+            "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),
             "versions": {
                 "daskval": daskval.__version__,
                 "dask": dask.__version__,
@@ -494,6 +658,43 @@ class ValuationHandle:
             )
             for output, (values, stderr, counts) in outputs.items()
         }
+
+
+def _checkpoint_metadata(settings: RunSettings, error: str | None) -> dict[str, Any]:
+    """Where the run saved its state, where it resumed from, and any failure."""
+    resume = settings.resume
+    return {
+        "path": None if settings.checkpoint is None else str(settings.checkpoint),
+        "interval_seconds": settings.checkpoint_interval,
+        "resumed_from": None if resume is None else str(resume.path),
+        "resumed_samples": None if resume is None else resume.n_samples,
+        "error": error,
+    }
+
+
+def _cluster_lost(exc: BaseException, client: Client) -> bool:
+    """True when ``exc`` says the scheduler or this client went away (not a
+    task's own error)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm.core import CommClosedError
+
+    if getattr(client, "status", "running") not in ("running", "newly-created"):
+        return True
+    lost_types = (
+        concurrent.futures.CancelledError,
+        asyncio.CancelledError,
+        CommClosedError,
+    )
+    seen: BaseException | None = exc
+    for _ in range(10):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, lost_types):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _log_evaluation_problems(stats: EvalStats) -> None:
@@ -527,12 +728,71 @@ def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
         )
 
 
+def _checkpoint_path(value: Any, name: str, valuation: Valuation) -> Path | None:
+    """``value`` of argument ``name`` as an absolute path (True: the default one)."""
+    import os
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        return default_checkpoint_path(valuation)
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise TypeError(
+            f"{name} must be a file path, True (the default location) or None, "
+            f"got {type(value).__name__}"
+        )
+    path = Path(value).expanduser().resolve()
+    if path.is_dir():
+        raise ValueError(f"{name}={str(value)!r} is a directory; name a file")
+    return path
+
+
+def _checkpoint_settings(
+    valuation: Valuation,
+    plan: Plan,
+    checkpoint: Any,
+    checkpoint_interval: Any,
+    resume: Any,
+) -> tuple[Path | None, float, Checkpoint | None]:
+    """Check the checkpoint arguments (before any cluster work).
+
+    ``resume`` is loaded and checked against this run; ``checkpoint=None``
+    then keeps writing to the resumed file.
+    """
+    from daskval._validation import check_positive_number
+
+    interval = check_positive_number(checkpoint_interval, "checkpoint_interval")
+    target = _checkpoint_path(checkpoint, "checkpoint", valuation)
+    source = _checkpoint_path(resume, "resume", valuation)
+    restored = None
+    if source is not None:
+        try:
+            restored = load_checkpoint(source)
+            check_identity(restored, run_identity(valuation, plan))
+            check_structure(restored, plan)
+        except CheckpointError as exc:
+            raise CheckpointError(f"resume={str(resume)!r}: {exc}") from exc
+        if checkpoint is None:
+            target = source
+    if target is not None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(
+                f"checkpoint={str(target)!r}: cannot create its directory: {exc}"
+            ) from exc
+    return target, interval, restored
+
+
 def start_run(
     valuation: Valuation,
     *,
     client: Any = None,
     samples_per_task: int | None = None,
     memo: bool | MemoConfig = True,
+    checkpoint: str | os.PathLike[str] | bool | None = None,
+    checkpoint_interval: float = 60.0,
+    resume: str | os.PathLike[str] | bool | None = None,
 ) -> ValuationHandle:
     """Validate, connect and start a run in a background thread."""
     if samples_per_task is not None:
@@ -541,10 +801,19 @@ def start_run(
         check_positive_int(samples_per_task, "samples_per_task")
     plan = valuation.make_plan()  # validates everything before touching a cluster
     _check_budget_pays_for_a_sample(valuation, plan)
+    path, interval, restored = _checkpoint_settings(
+        valuation, plan, checkpoint, checkpoint_interval, resume
+    )
     resolved = resolve_client(client)
     if not isinstance(memo, (bool, MemoConfig)):
         raise TypeError(
             f"memo must be True, False or a MemoConfig, got {type(memo).__name__}"
         )
-    settings = RunSettings(samples_per_task=samples_per_task, memo=memo)
+    settings = RunSettings(
+        samples_per_task=samples_per_task,
+        memo=memo,
+        checkpoint=path,
+        checkpoint_interval=interval,
+        resume=restored,
+    )
     return ValuationHandle(valuation, plan, resolved, settings).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,9 @@ class Valuation(ABC):
         *,
         samples_per_task: int | None = None,
         memo: bool | MemoConfig = True,
+        checkpoint: str | os.PathLike[str] | bool | None = None,
+        checkpoint_interval: float = 60.0,
+        resume: str | os.PathLike[str] | bool | None = None,
     ) -> ValuationHandle:
         """Start the valuation without blocking; returns a handle.
 
@@ -101,11 +105,38 @@ class Valuation(ABC):
             ``False`` bypasses it. A :class:`~daskval.MemoConfig` also sets
             the memo's memory bound and disk spill on every worker. Values,
             budgets and failure counts are the same either way.
+        checkpoint : str, PathLike or bool, optional
+            Save the merged state to this file every ``checkpoint_interval``
+            seconds, at the end of the run, on KeyboardInterrupt or cancel,
+            and when the run fails (atomically: a crash mid-write leaves the
+            previous checkpoint; npz + JSON, never pickle; see
+            :mod:`daskval.checkpoint`). ``True`` writes to
+            ``./daskval-checkpoints/<method>-<seed>-<fingerprint12>.npz``
+            under the working directory. ``None`` (default): no checkpoints,
+            unless resuming, when the resumed file is updated. ``False``:
+            none at all.
+        checkpoint_interval : float
+            Seconds between checkpoints (default 60).
+        resume : str, PathLike or bool, optional
+            Continue from this checkpoint (``True``: the default location)
+            instead of sample 0. It must be of the same run (utility,
+            method, sampler, semivalues, seed and stopping criterion, same
+            daskval version), else a :class:`~daskval.checkpoint.CheckpointError`
+            names what differs. The anchors are not evaluated again; the
+            result equals the uninterrupted run's (to 1e-12), with the same
+            sample and evaluation counts. Time budgets count the time before
+            the checkpoint too.
         """
         from daskval.engine.run import start_run
 
         return start_run(
-            self, client=client, samples_per_task=samples_per_task, memo=memo
+            self,
+            client=client,
+            samples_per_task=samples_per_task,
+            memo=memo,
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            resume=resume,
         )
 
     def fit(
@@ -114,13 +145,27 @@ class Valuation(ABC):
         *,
         samples_per_task: int | None = None,
         memo: bool | MemoConfig = True,
+        checkpoint: str | os.PathLike[str] | bool | None = None,
+        checkpoint_interval: float = 60.0,
+        resume: str | os.PathLike[str] | bool | None = None,
     ) -> Valuation:
         """Run the valuation to its end, set ``result_`` and return ``self``.
 
         ``results_`` maps every output's name to its result (one entry, the
         method's name, unless the method estimates several values at once).
+        The arguments are those of :meth:`submit`. A KeyboardInterrupt stops
+        the run and keeps the samples merged so far (status
+        ``"interrupted"``), saved to the checkpoint when there is one
+        (``result_.metadata["checkpoint"]["path"]``).
         """
-        handle = self.submit(client, samples_per_task=samples_per_task, memo=memo)
+        handle = self.submit(
+            client,
+            samples_per_task=samples_per_task,
+            memo=memo,
+            checkpoint=checkpoint,
+            checkpoint_interval=checkpoint_interval,
+            resume=resume,
+        )
         self.results_ = handle.results()
         self.result_ = next(iter(self.results_.values()))
         return self
