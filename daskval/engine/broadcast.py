@@ -13,6 +13,7 @@ import weakref
 
 from distributed import Client
 
+from daskval.engine.faults import check_fits_in_memory
 from daskval.engine.tasks import UtilityPlugin
 from daskval.utility import Utility
 
@@ -48,6 +49,8 @@ def ensure_broadcast(client: Client, utility: Utility) -> str:
         with _lock:
             if name in known:
                 return name
+        # refuse a dataset the workers cannot hold before sending it anywhere
+        check_fits_in_memory(client, utility)
         # idempotent: a second client registering the same name is a no-op
         client.register_plugin(UtilityPlugin(utility, name), name=name)
         with _lock:

@@ -46,8 +46,20 @@ from daskval.checkpoint import (
 )
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.cluster import resolve_client
+from daskval.engine.faults import (
+    PoisonIsolation,
+    chain_is_broken,
+    check_not_all_failed,
+    is_killed_worker,
+)
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
-from daskval.engine.tasks import UtilityRef, anchors_task, leaf_task, merge_task
+from daskval.engine.tasks import (
+    UtilityRef,
+    anchors_task,
+    failed_sample_task,
+    leaf_task,
+    merge_task,
+)
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan, initial_partial
 from daskval.result import ValuationResult
@@ -63,6 +75,8 @@ logger = logging.getLogger("daskval")
 
 # a task's contribution matrix (samples x players floats) stays below this
 _MAX_TASK_BYTES = 64 * 2**20
+# restarts of the merge chain without a newer fetched state before giving up
+_MAX_CHAIN_RESTARTS = 20
 
 
 @dataclass
@@ -123,6 +137,10 @@ class ValuationHandle:
         self._cancel_status = "cancelled"
         # with the memo on: which worker each block of an enumeration goes to
         self._placement: Placement | None = None
+        # worker deaths: poison samples found so far, restarts of the merge chain
+        self._isolation = PoisonIsolation()
+        self._chain_restarts = 0
+        self._chain_generation = 0
         self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
         # checkpoints: what the run computes, its anchors, the newest state
@@ -251,6 +269,9 @@ class ValuationHandle:
         in_flight: dict[Future, tuple[int, int]] = {}
         finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
         merges: deque[Future] = deque()  # merge chain, oldest first
+        # leaves handed to merges since the last fetched state: a lost merge
+        # chain restarts from that state with them (engine.faults)
+        held: dict[int, tuple[int, Future]] = {}
         # the first merge builds the empty state on a worker (no graph carries an
         # n-sized array, and no extra task is queued while leaves are placed); a
         # resumed run's first merge appends to the restored state instead
@@ -270,9 +291,7 @@ class ValuationHandle:
             # nothing timed yet (no anchors): time one sample before sizing tasks
             first = next_start
             probe = self._submit_leaf(plugin, first, first + 1)
-            seconds_per_sample = max(
-                self._wait_for(probe, first, first + 1).compute_seconds, 1e-6
-            )
+            seconds_per_sample = self._wait_for(probe, first, first + 1)
             in_flight[probe] = (first, first + 1)
             next_start = first + 1
         last_merge = last_check = time.monotonic()
@@ -308,9 +327,14 @@ class ValuationHandle:
             now = time.monotonic()
             for future in [f for f in in_flight if f.done()]:
                 start, end = in_flight.pop(future)
-                if future.status != "finished":
-                    self._raise_task_failure(future, start, end)
-                finished[start] = (end, future)
+                if future.status == "finished":
+                    finished[start] = (end, future)
+                else:  # a poison sample is isolated, any other error raised
+                    self._recover_leaf(future, start, end, plugin, in_flight, finished)
+            if chain_is_broken(list(merges)):
+                prefix, merged_stop = self._restart_chain(
+                    merges, held, finished, in_flight, state, anchor_stats
+                )
 
             # append the contiguous run of finished leaves to the prefix
             run_starts: list[int] = []
@@ -324,7 +348,10 @@ class ValuationHandle:
                 or reached_cap
                 or len(run_starts) >= settings.max_merge_fanin
             ):
-                leaves = [finished.pop(s)[1] for s in run_starts]
+                leaves = []
+                for s in run_starts:
+                    held[s] = finished.pop(s)
+                    leaves.append(held[s][1])
                 merged = client.submit(
                     merge_task,
                     prefix,
@@ -333,7 +360,7 @@ class ValuationHandle:
                     plan,
                     *leaves,
                     pure=False,
-                    key=f"daskval-merge-{self.run_id}-{run_stop}",
+                    key=f"daskval-merge-{self.run_id}-{run_stop}{self._chain_suffix()}",
                 )
                 merged.add_done_callback(self._wake_up)
                 merges.append(merged)
@@ -348,6 +375,8 @@ class ValuationHandle:
                 fetched = self._fetch_newest(merges)
                 if fetched is not None:
                     state = self._last_state = fetched
+                    self._forget_merged_leaves(held, state)
+                    check_not_all_failed(state.eval_stats)
                     self._checkpoint_now(state, "running", periodic=True)
                     if state.n_samples and state.compute_seconds > 0:
                         seconds_per_sample = state.compute_seconds / state.n_samples
@@ -355,12 +384,18 @@ class ValuationHandle:
                     if done:
                         break
 
-        client.cancel(list(in_flight) + [f for _, f in finished.values()])
+        client.cancel(
+            list(in_flight)
+            + [f for _, f in finished.values()]
+            + [f for _, f in held.values()]
+        )
         if status != "completed":
             # stopped early: keep every sample merged so far, not only the
             # last state fetched
             state = self._last_state = self._newest_state(merges, state)
-        del in_flight, finished, merges, prefix
+        del in_flight, finished, held, merges, prefix
+        if status == "completed":
+            check_not_all_failed(state.eval_stats, finished=True)
         self._progress.status = status
         self._checkpoint_now(state, status)
         return self._make_results(state, status, begin, task_bytes, client)
@@ -482,8 +517,11 @@ class ValuationHandle:
             add_note(hint)
         return exc
 
-    def _submit_leaf(self, plugin: UtilityRef, start: int, end: int) -> Future:
-        """Samples ``start .. end-1`` as a task whose key names the run and range."""
+    def _submit_leaf(
+        self, plugin: UtilityRef, start: int, end: int, tag: str = ""
+    ) -> Future:
+        """Samples ``start .. end-1`` as a task whose key names the run and range
+        (and ``tag``, for a range submitted again)."""
         future = self.client.submit(
             leaf_task,
             plugin,
@@ -491,7 +529,7 @@ class ValuationHandle:
             start,
             end,
             pure=False,
-            key=f"daskval-leaf-{self.run_id}-{start}-{end}",
+            key=f"daskval-leaf-{self.run_id}-{start}-{end}{tag and '-' + tag}",
             **({} if self._placement is None else self._placement.hint(start)),
         )
         future.add_done_callback(self._wake_up)
@@ -539,21 +577,119 @@ class ValuationHandle:
             size = min(size, -(-remaining // (2 * n_threads)))
         return int(min(max(1, size), largest))
 
-    def _wait_for(self, future: Future, start: int, end: int) -> Partial:
+    def _wait_for(self, future: Future, start: int, end: int) -> float | None:
+        """Wait for the probe leaf; its seconds per sample (None if it killed
+        its workers: the loop isolates it, and tasks start at one sample)."""
         try:
             partial: Partial = future.result()
         except Exception:
+            if is_killed_worker(future):
+                return None
             self._raise_task_failure(future, start, end)
             raise
-        return partial
+        return max(partial.compute_seconds / max(partial.n_samples, 1), 1e-6)
+
+    def _recover_leaf(
+        self,
+        future: Future,
+        start: int,
+        end: int,
+        plugin: UtilityRef,
+        in_flight: dict[Future, tuple[int, int]],
+        finished: dict[int, tuple[int, Future]],
+    ) -> None:
+        """A leaf that did not finish: bisect it if its workers died, else raise.
+
+        A range whose task ended in KilledWorker runs again as two halves
+        (new keys), down to a single sample; one that keeps killing its
+        workers is merged as a failed sample (see ``engine.faults``).
+        """
+        if not is_killed_worker(future):
+            self._raise_task_failure(future, start, end)
+        isolation = self._isolation
+        ranges = isolation.next_ranges(start, end)
+        logger.warning(
+            "the task over samples [%d, %d) killed its workers (KilledWorker); %s",
+            start,
+            end,
+            f"running {ranges} again" if ranges else f"sample {start} is failed",
+        )
+        for first, stop in ranges:
+            leaf = self._submit_leaf(plugin, first, stop, tag=isolation.tag())
+            in_flight[leaf] = (first, stop)
+        if not ranges:
+            failed = self.client.submit(
+                failed_sample_task,
+                self.plan,
+                start,
+                isolation.failed[start],
+                pure=False,
+                key=f"daskval-failed-{self.run_id}-{start}",
+            )
+            finished[start] = (end, failed)
+
+    def _restart_chain(
+        self,
+        merges: deque[Future],
+        held: dict[int, tuple[int, Future]],
+        finished: dict[int, tuple[int, Future]],
+        in_flight: dict[Future, tuple[int, int]],
+        state: Partial,
+        anchor_stats: EvalStats,
+    ) -> tuple[Partial | EvalStats, int]:
+        """Merge again from the last fetched ``state``: the new prefix and its end.
+
+        A merge lost with its worker would be recomputed from its lineage,
+        which reaches back through every merge to the run's first leaf. The
+        chain is dropped instead, and the leaves merged since ``state`` are
+        merged again (Dask recomputes those of them that were lost too).
+        Every range still enters the new chain exactly once, in order.
+        """
+        self._chain_restarts += 1
+        if self._chain_restarts > _MAX_CHAIN_RESTARTS:
+            raise ValuationError(
+                f"the merge chain was lost {self._chain_restarts} times without "
+                f"progress past sample {state.stop}; are workers dying repeatedly?"
+            )
+        self._chain_generation += 1
+        logger.warning(
+            "a merged state was lost with its worker; merging again from the "
+            "fetched state of %d samples",
+            state.stop,
+        )
+        self.client.cancel(list(merges))
+        merges.clear()
+        for start, (end, leaf) in {**held, **finished}.items():
+            if leaf.status == "error":  # recomputed and died: isolate it
+                finished.pop(start, None)
+                in_flight[leaf] = (start, end)
+            else:
+                finished[start] = (end, leaf)
+        held.clear()
+        # the state came from the cluster: a graph carries it this once
+        return (state if state.stop > 0 else anchor_stats), state.stop
+
+    def _chain_suffix(self) -> str:
+        """Keys of a restarted merge chain differ from the dropped one's."""
+        return f"-c{self._chain_generation}" if self._chain_generation else ""
+
+    def _forget_merged_leaves(
+        self, held: dict[int, tuple[int, Future]], state: Partial
+    ) -> None:
+        """Release the held leaves that a fetched ``state`` covers; a newer
+        state also ends a series of chain restarts."""
+        covered = [s for s, (end, _) in held.items() if end <= state.stop]
+        for start in covered:
+            del held[start]
+        if covered:
+            self._chain_restarts = 0
 
     def _fetch_newest(self, merges: deque[Future]) -> Partial | None:
         """The newest finished merge's state; older merges are released."""
         for i in range(len(merges) - 1, -1, -1):
             future = merges[i]
-            if future.done():
-                if future.status != "finished":
-                    self._raise_task_failure(future, -1, -1)
+            # (a merge that erred or lost its result is left to chain_is_broken)
+            if future.status == "finished":
                 state: Partial = future.result()
                 for _ in range(i):
                     merges.popleft()
@@ -633,6 +769,8 @@ class ValuationHandle:
             "memo": run_metadata(stats, self.settings.memo is not False, client),
             "failures": dict(stats.failures),
             "first_failure": stats.first_failure,
+            "failed_samples": self._isolation.failed_before(state.stop),
+            "merge_chain_restarts": self._chain_generation,
             "budget_exhausted": state.exhausted,
             "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),
             "versions": {

@@ -19,7 +19,14 @@ from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
 
-__all__ = ["UtilityPlugin", "UtilityRef", "anchors_task", "leaf_task", "merge_task"]
+__all__ = [
+    "UtilityPlugin",
+    "UtilityRef",
+    "anchors_task",
+    "failed_sample_task",
+    "leaf_task",
+    "merge_task",
+]
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,14 @@ def leaf_task(
 ) -> Partial:
     """Samples ``start .. stop-1`` as a partial state."""
     return evaluate_range(plan, worker_utility(plugin_name), start, stop)
+
+
+def failed_sample_task(plan: Plan, index: int, message: str) -> Partial:
+    """Sample ``index`` recorded as failed (it killed its workers): an empty
+    range that keeps the merged ranges contiguous (see ``engine.faults``)."""
+    from daskval.engine.faults import failed_partial
+
+    return failed_partial(plan, index, message)
 
 
 def merge_task(

@@ -1,0 +1,423 @@
+"""Faults on a real cluster: a killed worker, a sample that kills its worker,
+models that fail.
+
+The cluster of this module is its own (workers are killed here), with
+``distributed.scheduler.allowed-failures`` at 1 so that a task that killed
+two workers ends in ``KilledWorker`` quickly. Its workers have nannies, which
+restart a killed worker process.
+
+Reference values are computed in this process, sample by sample
+(``evaluate_range``): the engine must reproduce them exactly whatever died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import numpy as np
+import pytest
+from conftest import BLAS_ONE_THREAD
+from distributed import Client, LocalCluster, get_task_stream, get_worker
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+import daskval as dv
+from daskval.accumulate import Moments, Partial
+from daskval.engine.broadcast import plugin_name
+from daskval.engine.faults import (
+    POISON_STRIKES,
+    PoisonIsolation,
+    check_not_all_failed,
+    failed_partial,
+    utility_nbytes,
+)
+from daskval.games import WeightedVotingGame
+from daskval.plan import evaluate_range, initial_partial
+from daskval.utility import EvalStats
+
+N_PLAYERS = 16
+_VOTING = WeightedVotingGame(list(range(1, N_PLAYERS + 1)))
+
+
+def _on_worker() -> bool:
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def slow_voting(players: np.ndarray) -> float:
+    """A voting game that takes ~1.5 ms per call on a worker (instant here)."""
+    if _on_worker():
+        time.sleep(0.0015)
+    return _VOTING.value(players)
+
+
+class PoisonVoting:
+    """A voting game whose evaluation of one coalition kills the worker process.
+
+    Evaluated in the test process (the reference), it just scores.
+    """
+
+    def __init__(self, n: int, poison: frozenset[int]) -> None:
+        self.game = WeightedVotingGame(list(range(1, n + 1)))
+        self.poison = poison
+
+    def __call__(self, players: np.ndarray) -> float:
+        if _on_worker() and frozenset(players.tolist()) == self.poison:
+            os.kill(os.getpid(), signal.SIGKILL)  # a segfaulting fit, say
+        return self.game.value(players)
+
+
+def always_fails(players: np.ndarray) -> float:
+    raise RuntimeError(f"this model never fits ({len(players)} players)")
+
+
+def fails_on_odd_sizes(players: np.ndarray) -> float:
+    """Raises on odd sizes, NaN on size 2: both score the default."""
+    if len(players) % 2:
+        raise ValueError(f"odd coalition of {len(players)}")
+    if len(players) == 2:
+        return float("nan")
+    return float(np.sum(players))
+
+
+class AlwaysFailingClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier whose fit always raises."""
+
+    def fit(self, x: Any, y: Any) -> AlwaysFailingClassifier:
+        raise MemoryError("the model ran out of memory")
+
+    def predict(self, x: Any) -> np.ndarray:
+        return np.zeros(len(x))
+
+
+# --------------------------------------------------------------------------
+# the cluster
+
+
+@pytest.fixture(scope="module")
+def fault_client() -> Iterator[Client]:
+    """Two single-threaded worker processes with nannies; KilledWorker after
+    two deaths."""
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
+            env=dict(BLAS_ONE_THREAD),
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _wait_for_workers(client: Client, n: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(client.nthreads()) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} workers"
+        time.sleep(0.1)
+
+
+def _merge_holders(dask_scheduler: Any) -> dict[str, list[str]]:
+    """Run on the scheduler: which workers hold each merged state in memory."""
+    return {
+        str(ts.key): [ws.address for ws in ts.who_has or ()]
+        for ts in dask_scheduler.tasks.values()
+        if str(ts.key).startswith("daskval-merge-") and ts.state == "memory"
+    }
+
+
+# --------------------------------------------------------------------------
+# reference runs in this process
+
+
+def _bound_plan(valuation: dv.Valuation, utility: dv.Utility) -> Any:
+    plan = valuation.make_plan()
+    plan.bind_anchors([utility(a) for a in plan.anchors()])
+    return plan
+
+
+def _reference(
+    valuation: dv.Valuation, utility: dv.Utility, k: int, failed: tuple[int, ...] = ()
+) -> tuple[np.ndarray, int]:
+    """Values and evaluations (anchors included) of the first ``k`` samples,
+    with the samples ``failed`` recorded as failed."""
+    plan = _bound_plan(valuation, utility)
+    state = initial_partial(plan)
+    state.eval_stats.n_evaluations = len(plan.anchors())
+    start = 0
+    for index in [*sorted(failed), k]:
+        if index > start:
+            state = state.merge(evaluate_range(plan, utility, start, index))
+        if index < k:
+            state = state.merge(failed_partial(plan, index, "failed"))
+        start = index + 1
+    values, _, _ = plan.estimate(state.moments)
+    return values, state.n_evaluations
+
+
+class _Recorder(dv.Utility):
+    """Records the coalitions each sample evaluates."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.default = n, 0.0
+        self.seen: list[frozenset[int]] = []
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        stats.n_evaluations += 1
+        self.seen.append(frozenset(players.tolist()))
+        return float(len(players))
+
+    def fingerprint(self) -> str:
+        return "recorder"
+
+
+def _unique_coalition(valuation: dv.Valuation, n: int, j: int, k: int) -> frozenset:
+    """A coalition of sample ``j`` that no other of the first ``k`` samples
+    evaluates (so that only sample ``j`` is poisoned)."""
+    recorder = _Recorder(n)
+    plan = _bound_plan(valuation, recorder)
+    per_sample = []
+    for index in range(k):
+        recorder.seen = []
+        evaluate_range(plan, recorder, index, index + 1)
+        per_sample.append(set(recorder.seen))
+    others = set().union(*(s for i, s in enumerate(per_sample) if i != j))
+    candidates = [c for c in per_sample[j] - others if 0 < len(c) < n]
+    assert candidates, "no coalition unique to the poisoned sample"
+    return max(candidates, key=len)
+
+
+# --------------------------------------------------------------------------
+# unit tests of the bookkeeping
+
+
+def test_isolation_bisects_down_to_one_sample_and_strikes_it_twice() -> None:
+    isolation = PoisonIsolation()
+    assert isolation.next_ranges(8, 16) == [(8, 12), (12, 16)]
+    assert isolation.next_ranges(12, 14) == [(12, 13), (13, 14)]
+    assert POISON_STRIKES == 2
+    assert isolation.next_ranges(13, 14) == [(13, 14)]  # a second chance
+    assert isolation.next_ranges(13, 14) == []
+    assert list(isolation.failed) == [13]
+    assert "sample 13" in isolation.failed[13]
+    assert isolation.failed_before(13) == []
+    assert [f["index"] for f in isolation.failed_before(20)] == [13]
+    assert isolation.tag() != isolation.tag()  # resubmitted keys are new
+
+
+def test_a_failed_sample_contributes_nothing_and_counts_its_evaluations() -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_voting, N_PLAYERS), stop=dv.MaxSamples(5), seed=0
+    )
+    plan = valuation.make_plan()
+    partial = failed_partial(plan, 3, "KilledWorker: sample 3")
+    assert (partial.start, partial.stop) == (3, 4)
+    per_sample = plan.fixed_evaluations_per_sample()
+    assert per_sample == N_PLAYERS - 1
+    assert partial.eval_stats.n_evaluations == partial.eval_stats.n_failed == per_sample
+    assert any(k.startswith("KilledWorker") for k in partial.eval_stats.failures)
+    empty = initial_partial(plan)
+    merged = Partial(0, 3, empty.moments).merge(partial)
+    for name, statistic in merged.moments.items():
+        assert isinstance(statistic, Moments)
+        before = empty.moments[name]
+        assert isinstance(before, Moments)
+        np.testing.assert_array_equal(statistic.count, before.count)
+
+
+def test_all_failed_is_judged_after_enough_failures_or_at_the_end() -> None:
+    stats = EvalStats(n_evaluations=4, n_failed=3, first_failure="Traceback: boom")
+    check_not_all_failed(stats)  # too few failures to judge a running run
+    with pytest.raises(dv.ValuationError, match="boom"):
+        check_not_all_failed(stats, finished=True)
+    stats = EvalStats(n_evaluations=40, n_failed=38)
+    check_not_all_failed(stats, finished=True)  # two successes: not all failed
+    stats = EvalStats(n_evaluations=40, n_failed=39, first_failure="Traceback: x")
+    with pytest.raises(dv.ValuationError, match="every utility evaluation failed"):
+        check_not_all_failed(stats)
+
+
+def test_the_payload_size_of_a_model_utility_is_its_arrays() -> None:
+    x = np.zeros((100, 4))
+    y = np.zeros(100, dtype=int)
+    y[::2] = 1
+    utility = dv.ModelUtility(LogisticRegression(), dv.Dataset(x, y, x, y))
+    assert utility_nbytes(utility) == 2 * (x.nbytes + y.nbytes)
+    assert 0 < utility_nbytes(dv.FunctionUtility(slow_voting, 4)) < 10_000
+
+
+# --------------------------------------------------------------------------
+# a killed worker
+
+
+def test_killing_a_worker_mid_run_loses_nothing(fault_client: Client) -> None:
+    client = fault_client
+    _wait_for_workers(client, 2)
+    budget = 250
+    utility = dv.FunctionUtility(slow_voting, N_PLAYERS)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=11)
+    before = set(client.nthreads())
+
+    with get_task_stream(client=client) as stream:
+        handle = valuation.submit(client, samples_per_task=4)
+        # wait until some, not all, samples are merged, then kill the worker
+        # holding a merged state (its chain must restart, not replay the run)
+        while handle.progress["n_samples"] == 0:
+            assert not handle.done(), "the run ended before the kill"
+            time.sleep(0.05)
+        holders = client.run_on_scheduler(_merge_holders)
+        pids = client.run(os.getpid)
+        victim = next((w for ws in holders.values() for w in ws), sorted(pids)[0])
+        at_kill = handle.progress["n_samples"]
+        os.kill(pids[victim], signal.SIGKILL)
+        while victim in client.nthreads():
+            time.sleep(0.01)
+        removed_before_the_end = not handle.done()
+        result = handle.result(timeout=120)
+
+    # the kill landed mid-run: the scheduler removed the worker while the
+    # run went on, with part of the samples merged
+    assert 0 < at_kill < budget
+    assert removed_before_the_end
+    removals = [
+        msg
+        for _, msg in client.get_events(victim)
+        if isinstance(msg, dict) and msg.get("action") == "remove-worker"
+    ]
+    assert removals and not removals[0]["expected"]
+
+    # nothing lost, nothing counted twice
+    values, evaluations = _reference(valuation, utility, budget)
+    assert result.status == "completed"
+    assert result.n_samples == budget
+    assert result.n_evaluations == evaluations
+    assert result.n_failed == 0
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+    assert result.metadata["failed_samples"] == []
+    # the merged state the worker held was not recomputed from the run's start
+    if any(victim in ws for ws in holders.values()):
+        assert result.metadata["merge_chain_restarts"] >= 1
+    ran_on = {t["worker"] for t in stream.data if handle.run_id in str(t["key"])}
+    assert victim in ran_on or len(ran_on) >= 1
+
+    # the nanny's new worker holds the utility and computes leaves
+    _wait_for_workers(client, 2)
+    new = set(client.nthreads()) - before
+    assert new, "the killed worker was not restarted"
+    name = plugin_name(utility)
+    has_plugin = client.run(lambda dask_worker: name in dask_worker.plugins)
+    assert all(has_plugin[w] for w in new)
+    with get_task_stream(client=client) as again:
+        handle = valuation.submit(client, samples_per_task=2)
+        handle.result(timeout=60)
+    workers = {t["worker"] for t in again.data if handle.run_id in str(t["key"])}
+    assert workers & new
+
+
+# --------------------------------------------------------------------------
+# a sample that kills its worker
+
+
+def test_a_sample_that_kills_its_worker_is_isolated_and_recorded_failed(
+    fault_client: Client,
+) -> None:
+    client = fault_client
+    _wait_for_workers(client, 2)
+    n, budget, poisoned = 10, 24, 9
+    probe = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_voting, n), stop=dv.MaxSamples(budget), seed=3
+    )
+    coalition = _unique_coalition(probe, n, poisoned, budget)
+    utility = dv.FunctionUtility(PoisonVoting(n, coalition), n)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=3)
+
+    began = time.monotonic()
+    result = valuation.fit(client, samples_per_task=2).result_
+    assert result is not None
+    elapsed = time.monotonic() - began
+
+    assert result.status == "completed"
+    assert [f["index"] for f in result.metadata["failed_samples"]] == [poisoned]
+    values, evaluations = _reference(valuation, utility, budget, (poisoned,))
+    per_sample = n - 1
+    assert result.n_samples == budget
+    assert result.n_evaluations == evaluations
+    assert result.n_failed == per_sample  # only the poisoned sample's calls
+    kinds = result.metadata["failures"]
+    assert [k for k in kinds if k.startswith("KilledWorker")] and sum(
+        kinds.values()
+    ) == per_sample
+    assert f"sample {poisoned}" in result.metadata["first_failure"]
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+    assert elapsed < 60
+
+
+# --------------------------------------------------------------------------
+# failing models
+
+
+def test_a_model_failing_on_every_evaluation_stops_early_with_its_traceback(
+    fault_client: Client,
+) -> None:
+    budget = 100_000
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(always_fails, 8), stop=dv.MaxSamples(budget), seed=0
+    )
+    handle = valuation.submit(fault_client, samples_per_task=8)
+    with pytest.raises(dv.ValuationError) as info:
+        handle.result(timeout=60)
+    message = str(info.value)
+    assert "every utility evaluation failed" in message
+    assert "Traceback" in message and "this model never fits" in message
+    assert handle.progress["n_samples"] < budget / 100
+
+
+def test_a_model_whose_fit_always_raises_stops_early(fault_client: Client) -> None:
+    x = np.random.default_rng(0).normal(size=(12, 2))
+    y = (x[:, 0] > 0).astype(int)
+    utility = dv.ModelUtility(
+        AlwaysFailingClassifier(), dv.Dataset(x, y, x, y), scoring="accuracy"
+    )
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(50_000), seed=0)
+    with pytest.raises(dv.ValuationError, match="MemoryError: the model ran out"):
+        valuation.fit(fault_client, samples_per_task=4)
+
+
+def test_failures_and_nan_on_some_coalitions_score_the_default_and_count(
+    fault_client: Client,
+) -> None:
+    budget = 60
+    utility = dv.FunctionUtility(fails_on_odd_sizes, 7, default=-1.0)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=5)
+    result = valuation.fit(fault_client, samples_per_task=8).result_
+    assert result is not None
+
+    plan = _bound_plan(valuation, utility)
+    stats = EvalStats()
+    for a in plan.anchors():
+        utility.evaluate(a, stats)
+    local = evaluate_range(plan, utility, 0, budget)
+    stats += local.eval_stats
+    values, _, _ = plan.estimate(local.moments)
+    assert (result.n_evaluations, result.n_failed) == (
+        stats.n_evaluations,
+        stats.n_failed,
+    )
+    assert 0 < result.n_failed < result.n_evaluations
+    kinds = result.metadata["failures"]
+    assert any("odd coalition" in k for k in kinds)
+    assert any("nan" in k for k in kinds)
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
