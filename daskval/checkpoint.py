@@ -35,7 +35,6 @@ import json
 import os
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,10 +140,15 @@ def run_identity(valuation: Valuation, plan: Plan) -> dict[str, Any]:
         Normalised through JSON, so that a loaded identity compares equal.
     """
     import daskval
+    from daskval.plan import EnumerationPlan
 
     utility = valuation.utility
+    method = valuation.describe()
+    if isinstance(plan, EnumerationPlan):
+        # enumerations draw nothing at random: any seed continues them
+        method.pop("seed", None)
     identity = {
-        "method": valuation.describe(),
+        "method": method,
         "plan": plan.describe(),
         "utility_fingerprint": utility.fingerprint(),
         "utility": utility.describe(),
@@ -180,6 +184,11 @@ def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         if saved_method.get(key) != method.get(key):
             found.append(
                 f"{key}: {_short(saved_method.get(key))} vs {_short(method.get(key))}"
+                + (
+                    f" (pass seed={saved_method.get(key)} to continue it)"
+                    if key == "seed"
+                    else ""
+                )
             )
     if saved.get("utility_fingerprint") != current.get("utility_fingerprint"):
         found.append(
@@ -411,7 +420,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             f"refusing {path}: {exc} (a checkpoint holds numbers only; it is "
             "never unpickled)"
         ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # zipfile and numpy raise many kinds on bad bytes
         raise CheckpointError(
             f"cannot read the checkpoint {path} (truncated or corrupt?): "
             f"{type(exc).__name__}: {exc}"

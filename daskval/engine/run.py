@@ -299,6 +299,11 @@ class ValuationHandle:
         n_threads = sum(client.nthreads().values()) or 1
         threads_checked = time.monotonic()
 
+        # a checkpoint every few seconds needs a fresh state as often
+        check_every = settings.check_interval
+        if settings.checkpoint is not None:
+            check_every = min(check_every, settings.checkpoint_interval)
+
         # (a budget the anchors use up is refused up front)
         while cap != 0 and not ended:
             now = time.monotonic()
@@ -368,7 +373,7 @@ class ValuationHandle:
 
             # fetch the newest merged state and decide
             all_merged = cap is not None and merged_stop >= cap
-            if now - last_check >= settings.check_interval or (
+            if now - last_check >= check_every or (
                 all_merged and merges and merges[-1].done()
             ):
                 last_check = now
