@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import SVC
@@ -93,6 +94,72 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 X, Y = _xy()
 X_DF, X_DF_RENAMED = _frames()
+
+
+def _game(n: int = 4) -> dv.FunctionUtility:
+    return dv.FunctionUtility(constant, n)
+
+
+def _mc(valuation: type[dv.Valuation], **kwargs: Any) -> Callable[[], Any]:
+    """Build and fit a Monte Carlo ``valuation`` of a 4-player game."""
+
+    def build() -> Any:
+        kwargs.setdefault("stop", dv.MaxSamples(3))
+        return valuation(_game(), seed=0, **kwargs).fit()
+
+    return build
+
+
+class SmallWorkersClient(distributed.Client):
+    """A client of a cluster whose workers have a memory limit of a few kB.
+
+    It never connects: the scheduler's answer is made up, and submitting a
+    task raises :class:`ClusterTouched`, so a check that needs the cluster's
+    facts must ask for them and refuse before any task is submitted.
+    """
+
+    status = "running"
+    LIMITS = (4096, 1024)
+
+    def __init__(self) -> None:  # no connection (the real one is forbidden)
+        self.registered: list[str] = []
+
+    def scheduler_info(self, n_workers: int = -1, **kwargs: Any) -> Any:
+        addresses = [f"tcp://127.0.0.1:{4000 + i}" for i in range(len(self.LIMITS))]
+        return {
+            "workers": {
+                a: {"memory_limit": limit, "nthreads": 1}
+                for a, limit in zip(addresses, self.LIMITS, strict=True)
+            }
+        }
+
+    def register_plugin(self, plugin: Any, name: str | None = None, **kw: Any) -> Any:
+        self.registered.append(str(name))
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise ClusterTouched("a task was submitted")
+
+    def nthreads(self, *args: Any, **kwargs: Any) -> Any:
+        raise ClusterTouched("the workers were asked for their threads")
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __del__(self) -> None:
+        pass
+
+
+def _too_large_for_the_workers() -> Any:
+    """A 20 x 3 dataset (1280 bytes) on workers of at most 4 kB, the smallest
+    1 kB: refused, naming both sizes, before the utility is registered."""
+    client = SmallWorkersClient()
+    utility = dv.ModelUtility(LogisticRegression(), _data())
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(2), seed=0)
+    try:
+        valuation.fit(client=client)
+    finally:
+        assert not any(n.startswith("daskval-utility") for n in client.registered)
+
 
 # (id, what to call, expected exception, substrings the message must contain)
 CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
@@ -226,11 +293,124 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
     ("client of a wrong type",
      lambda: _valid_valuation().fit(client="tcp://127.0.0.1:8786"), TypeError,
      ("client", "distributed.Client")),
+    # -- Banzhaf, weighted Banzhaf, Beta Shapley, several semivalues
+    ("Banzhaf sampler as text", _mc(dv.BanzhafValuation, sampler="msr"), TypeError,
+     ("sampler", "MSRSampler", "str")),
+    ("Banzhaf without stop",
+     lambda: dv.BanzhafValuation(_game()).fit(), ValueError,
+     ("stop is required", "MaxSamples")),
+    ("exact Banzhaf on 30 players",
+     lambda: dv.BanzhafValuation(_game(30), sampler=dv.ExactSampler()).fit(),
+     ValueError, ("ExactSampler", "n=30", "25")),
+    ("weighted Banzhaf w=0", _mc(dv.WeightedBanzhafValuation, w=0), ValueError,
+     ("w must lie strictly between 0 and 1", "0")),
+    ("weighted Banzhaf w=nan", _mc(dv.WeightedBanzhafValuation, w=float("nan")),
+     ValueError, ("w must lie", "nan")),
+    ("WeightedBanzhaf(1)", lambda: dv.WeightedBanzhaf(1.0), ValueError,
+     ("w must lie strictly between 0 and 1", "1.0")),
+    ("Beta Shapley alpha=0", _mc(dv.BetaShapleyValuation, alpha=0, beta=1),
+     ValueError, ("alpha", "> 0")),
+    ("Beta Shapley beta=-1", _mc(dv.BetaShapleyValuation, alpha=16, beta=-1),
+     ValueError, ("beta", "> 0", "-1")),
+    ("Beta Shapley alpha as text", _mc(dv.BetaShapleyValuation, alpha="16", beta=1),
+     TypeError, ("alpha", "number", "str")),
+    ("no semivalues", _mc(dv.SemivalueValuation, semivalues=[]), ValueError,
+     ("semivalues", "empty")),
+    ("semivalue by name", _mc(dv.SemivalueValuation, semivalues=["shapley"]),
+     TypeError, ("semivalues", "Shapley()", "str")),
+    ("semivalues repeated",
+     _mc(dv.SemivalueValuation, semivalues=[dv.Shapley(), dv.Shapley()]),
+     ValueError, ("semivalues must differ", "shapley")),
+    ("one semivalue, not a list", _mc(dv.SemivalueValuation, semivalues=dv.Shapley()),
+     TypeError, ("semivalues", "sequence")),
+    ("exact semivalues on 26 players",
+     lambda: dv.SemivalueValuation(
+         _game(26), [dv.Shapley(), dv.Banzhaf()], sampler=dv.ExactSampler()
+     ).fit(), ValueError, ("ExactSampler", "n=26", "25")),
+    # -- samplers
+    ("UniformSampler antithetic as text", lambda: dv.UniformSampler(antithetic="yes"),
+     TypeError, ("antithetic", "bool")),
+    ("PermutationSampler truncation as a number",
+     lambda: dv.PermutationSampler(truncation=0.1),  # type: ignore[arg-type]
+     TypeError, ("truncation", "RelativeTruncation", "float")),
+    ("AntitheticSampler on one player",
+     lambda: dv.BanzhafValuation(
+         _game(1), sampler=dv.AntitheticSampler(), stop=dv.MaxSamples(4)
+     ).fit(), ValueError, ("n=1",)),
+    ("MSRSampler inclusion=0", lambda: dv.MSRSampler(inclusion=0), ValueError,
+     ("inclusion", "strictly between 0 and 1")),
+    ("MSRSampler inclusion=2", lambda: dv.MSRSampler(inclusion=2), ValueError,
+     ("inclusion", "[0, 1)", "2")),
+    ("StratifiedSampler allocation name",
+     lambda: dv.StratifiedSampler("equal"), ValueError,
+     ("allocation", "'uniform'", "'equal'")),
+    ("StratifiedSampler strata=0", lambda: dv.StratifiedSampler(strata=0),
+     ValueError, ("strata", ">= 1")),
+    ("StratifiedSampler negative weight",
+     lambda: dv.StratifiedSampler([1, -1, 1, 1, 1]), ValueError,
+     ("allocation", ">= 0")),
+    ("StratifiedSampler weights for another n",
+     _mc(dv.ShapleyValuation, sampler=dv.StratifiedSampler([1, 1, 1])), ValueError,
+     ("allocation has 3 weights", "n+1 = 5")),
+    ("StratifiedSampler more strata than sizes",
+     _mc(dv.BanzhafValuation, sampler=dv.StratifiedSampler(strata=10)), ValueError,
+     ("strata=10", "n+1 = 5")),
+    ("OwenSampler n_q=1", lambda: dv.OwenSampler(1), ValueError, ("n_q", ">= 2")),
+    ("OwenSampler antithetic=1", lambda: dv.OwenSampler(4, antithetic=1),  # type: ignore[arg-type]
+     TypeError, ("antithetic", "bool", "int")),
+    ("RegressionSampler groups=1", lambda: dv.RegressionSampler(groups=1),
+     ValueError, ("groups", "2 ..", "got 1")),
+    ("RegressionSampler order=3", lambda: dv.RegressionSampler(order=3), ValueError,
+     ("order", "1 or 2", "3")),
+    ("RegressionSampler on 400 players",
+     lambda: dv.ShapleyValuation(
+         _game(400), sampler=dv.RegressionSampler(), stop=dv.MaxSamples(30)
+     ).fit(), ValueError, ("RegressionSampler", "n=400", "349")),
+    ("RegressionSampler for Beta Shapley",
+     _mc(dv.BetaShapleyValuation, alpha=4, beta=1, sampler=dv.RegressionSampler()),
+     ValueError, ("RegressionSampler", "beta(4,1)")),
+    # -- sampler and stop combinations, budgets
+    ("exact sampler with MaxStderr",
+     lambda: dv.ShapleyValuation(
+         _game(), sampler=dv.ExactSampler(), stop=dv.MaxStderr(0.1)
+     ).fit(), ValueError, ("stop must be None", "ExactSampler")),
+    ("exact Banzhaf with MaxSamples",
+     lambda: dv.BanzhafValuation(
+         _game(), sampler=dv.ExactSampler(), stop=dv.MaxSamples(3)
+     ).fit(), ValueError, ("stop must be None", "ExactSampler")),
+    ("MaxSamples(0)", lambda: dv.MaxSamples(0), ValueError, ("k", ">= 1", "0")),
+    ("MaxEvaluations(-5)", lambda: dv.MaxEvaluations(-5), ValueError,
+     ("n", ">= 1", "-5")),
+    ("MaxEvaluations(inf)", lambda: dv.MaxEvaluations(float("inf")), ValueError,
+     ("n", "whole number", "inf")),
+    ("MaxSamples(True)", lambda: dv.MaxSamples(True), TypeError, ("k", "bool")),
+    ("budget the anchors use up",
+     lambda: dv.ShapleyValuation(_game(), stop=dv.MaxEvaluations(2), seed=0).fit(),
+     ValueError, ("stop=", "cannot pay for a single sample", "raise the budget")),
+    # -- warm starts, the memo
+    ("warm_start as text",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), warm_start="yes"),
+     TypeError, ("warm_start", "True or False", "str")),
+    ("warm_start without a warm_start parameter",
+     lambda: dv.ModelUtility(KNeighborsClassifier(), _data(), warm_start=True),
+     TypeError, ("warm_start=True", "KNeighborsClassifier", "warm_start=False")),
+    ("memo as text", lambda: _valid_valuation().fit(memo="on"),  # type: ignore[arg-type]
+     TypeError, ("memo", "MemoConfig", "str")),
+    ("MemoConfig memory_fraction=0.9", lambda: dv.MemoConfig(memory_fraction=0.9),
+     ValueError, ("memory_fraction", "(0, 0.5]", "0.9")),
+    ("MemoConfig memory_fraction as text",
+     lambda: dv.MemoConfig(memory_fraction="10%"), TypeError,
+     ("memory_fraction", "number", "str")),
+    ("MemoConfig max_bytes=1.5e6", lambda: dv.MemoConfig(max_bytes=1.5e6),
+     ValueError, ("max_bytes", "integer", "1500000.0")),
+    # -- the cluster's facts
+    ("dataset too large for the workers' memory", _too_large_for_the_workers,
+     ValueError, ("too large", "memory limit", "1280 bytes", "1024 bytes")),
 ]  # fmt: skip
 
 
-def test_there_are_at_least_twelve_cases() -> None:
-    assert len(CASES) >= 12
+def test_there_are_at_least_twenty_five_cases() -> None:
+    assert len(CASES) >= 25
     assert len({case[0] for case in CASES}) == len(CASES)
 
 

@@ -947,11 +947,12 @@ def start_run(
     path, interval, restored = _checkpoint_settings(
         valuation, plan, checkpoint, checkpoint_interval, resume
     )
-    resolved = resolve_client(client)
+    # every argument is checked before a client is looked up or started
     if not isinstance(memo, (bool, MemoConfig)):
         raise TypeError(
             f"memo must be True, False or a MemoConfig, got {type(memo).__name__}"
         )
+    resolved = resolve_client(client)
     settings = RunSettings(
         samples_per_task=samples_per_task,
         memo=memo,
