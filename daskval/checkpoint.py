@@ -96,6 +96,9 @@ class Checkpoint:
         ``"interrupted"``, ``"cancelled"`` or ``"failed"``.
     run_id : str
         The id of the run that wrote it.
+    failed_samples : dict of int to str
+        Samples recorded as failed because they killed their workers, with
+        the reason (result metadata of the resumed run lists them too).
     path : Path or None
         Where it was read from.
     """
@@ -107,6 +110,7 @@ class Checkpoint:
     elapsed_seconds: float = 0.0
     status: str = "running"
     run_id: str = ""
+    failed_samples: dict[int, str] = field(default_factory=dict)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -294,6 +298,7 @@ def _to_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
         },
         "anchor_evaluations": checkpoint.anchor_evaluations,
         "elapsed_seconds": checkpoint.elapsed_seconds,
+        "failed_samples": {str(k): v for k, v in checkpoint.failed_samples.items()},
         "statistics": described,
     }
     for key, array in arrays.items():
@@ -489,6 +494,9 @@ def _from_arrays(
         elapsed_seconds=float(meta["elapsed_seconds"]),
         status=str(meta["status"]),
         run_id=str(meta["run_id"]),
+        failed_samples={
+            int(k): str(v) for k, v in meta.get("failed_samples", {}).items()
+        },
         path=path,
     )
 

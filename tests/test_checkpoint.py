@@ -375,7 +375,14 @@ def _sample_checkpoint(scale: float = 1.0) -> Checkpoint:
         1.5,
         True,
     )
-    return Checkpoint({"method": {"seed": 0}}, state, np.array([0.0, 1.0]), 2, 3.0)
+    return Checkpoint(
+        {"method": {"seed": 0}},
+        state,
+        np.array([0.0, 1.0]),
+        2,
+        3.0,
+        failed_samples={3: "KilledWorker: sample 3"},
+    )
 
 
 def test_a_checkpoint_round_trips(tmp_path: Path) -> None:
@@ -400,6 +407,7 @@ def test_a_checkpoint_round_trips(tmp_path: Path) -> None:
                 np.testing.assert_array_equal(vars(restored)[key], array)
     np.testing.assert_array_equal(loaded.anchors, [0.0, 1.0])
     assert (loaded.anchor_evaluations, loaded.elapsed_seconds) == (2, 3.0)
+    assert loaded.failed_samples == {3: "KilledWorker: sample 3"}
 
 
 def _arrays(statistic: Any) -> dict[str, bytes]:

@@ -247,8 +247,13 @@ class ValuationHandle:
         else:
             # the saved anchors, bound without evaluating (or counting) them again
             anchor_stats, seconds_per_eval = EvalStats(), None
+            if resumed.state.stop == 0:
+                # the saved counters are the anchors' (a chain restart falls
+                # back to them)
+                anchor_stats += resumed.state.eval_stats
             self._anchor_values = [float(v) for v in resumed.anchors]
             self._anchor_evaluations = resumed.anchor_evaluations
+            self._isolation.failed.update(resumed.failed_samples)
             if self._anchor_values:
                 plan.bind_anchors(self._anchor_values)
 
@@ -471,6 +476,9 @@ class ValuationHandle:
             elapsed_seconds=now - self._begin,
             status=status,
             run_id=self.run_id,
+            failed_samples={
+                i: m for i, m in self._isolation.failed.items() if i < state.stop
+            },
         )
         try:
             save_checkpoint(path, checkpoint)
