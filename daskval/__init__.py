@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from daskval.checkpoint import CheckpointError
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
 from daskval.methods import (
@@ -54,6 +55,7 @@ __all__ = [
     "BanzhafValuation",
     "Beta",
     "BetaShapleyValuation",
+    "CheckpointError",
     "DaskvalWarning",
     "Dataset",
     "EvalStats",
