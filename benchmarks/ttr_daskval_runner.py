@@ -65,6 +65,9 @@ def configs() -> dict[str, Callable[[Any, Any, Any], dv.Valuation]]:
 
         return build
 
+    def tmc() -> Any:
+        return dv.PermutationSampler(truncation=dv.RelativeTruncation(0.01))
+
     def regression() -> Any:
         from daskval.methods.regression import RegressionSampler
 
@@ -75,6 +78,8 @@ def configs() -> dict[str, Callable[[Any, Any, Any], dv.Valuation]]:
         "permutation": shapley(dv.PermutationSampler),
         "permutation warm": shapley(dv.PermutationSampler, warm=True),
         "regression paired": shapley(regression),
+        "tmc": shapley(tmc),
+        "tmc warm": shapley(tmc, warm=True),
         "stratified": shapley(dv.StratifiedSampler),
         "antithetic permutation": shapley(
             lambda: dv.PermutationSampler(antithetic=True)
@@ -111,7 +116,12 @@ def main() -> None:
         context.__exit__(None, None, None)
     result = valuation.result_
     if args.config == "reference":
-        np.savez(args.output, values=result.values, stderr=result.stderr)
+        np.savez(
+            args.output,
+            values=result.values,
+            stderr=result.stderr,
+            samples=result.n_samples,
+        )
         emit(
             {
                 "config": "reference",
