@@ -129,7 +129,7 @@ def test_resume_after_the_client_process_is_killed(
     budget, path = 400, tmp_path / "killed.npz"
     script = _CLIENT_SCRIPT.format(
         tests=str(TESTS),
-        address=client.scheduler.address,
+        address=client.scheduler_info()["address"],
         budget=budget,
         path=str(path),
     )
@@ -245,7 +245,7 @@ def test_a_lost_client_says_where_to_resume(
     client: Client, tmp_path: Path, checkpointing: bool
 ) -> None:
     path = tmp_path / "lost.npz"
-    own = Client(client.scheduler.address, set_as_default=False)
+    own = Client(client.scheduler_info()["address"], set_as_default=False)
     valuation = dv.ShapleyValuation(game(), stop=dv.MaxSamples(10**6), seed=9)
     handle = valuation.submit(
         client=own,
