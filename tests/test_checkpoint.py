@@ -115,29 +115,39 @@ _CLIENT_SCRIPT = textwrap.dedent(
     if __name__ == "__main__":
         client = Client({address!r}, set_as_default=False)
         valuation = dv.ShapleyValuation(game(), stop=dv.MaxSamples({budget}), seed=7)
-        valuation.fit(
-            client=client, checkpoint={path!r}, checkpoint_interval=0.2, memo=False
-        )
-        print("finished", flush=True)
+        if {resume!r}:
+            valuation.fit(client=client, resume={path!r})
+            valuation.result_.save({out!r})
+        else:
+            valuation.fit(
+                client=client, checkpoint={path!r}, checkpoint_interval=0.2, memo=False
+            )
+        client.close()
     """
 )
+
+
+def _client_script(client: Client, budget: int, path: Path, out: Path | None) -> str:
+    return _CLIENT_SCRIPT.format(
+        tests=str(TESTS),
+        address=client.scheduler_info()["address"],
+        budget=budget,
+        path=str(path),
+        resume=out is not None,
+        out=str(out),
+    )
 
 
 def test_resume_after_the_client_process_is_killed(
     client: Client, tmp_path: Path
 ) -> None:
     budget, path = 400, tmp_path / "killed.npz"
-    script = _CLIENT_SCRIPT.format(
-        tests=str(TESTS),
-        address=client.scheduler_info()["address"],
-        budget=budget,
-        path=str(path),
-    )
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", _client_script(client, budget, path, None)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        env=env,
     )
     try:
         deadline = time.monotonic() + 60
@@ -159,13 +169,20 @@ def test_resume_after_the_client_process_is_killed(
     assert 0 < saved.n_samples < budget  # some, but not all, of the work
     assert saved.status == "running"
 
-    def make() -> dv.Valuation:
-        return dv.ShapleyValuation(game(), stop=dv.MaxSamples(budget), seed=7)
-
-    resumed = make().fit(client=client, resume=path)
-    reference = make().fit(client=client)
-    _assert_same(resumed.results_, reference.results_)
-    meta = resumed.result_.metadata["checkpoint"]  # type: ignore[union-attr]
+    # resume in a new process, which saves its result for comparison
+    out = tmp_path / "resumed.npz"
+    subprocess.run(
+        [sys.executable, "-c", _client_script(client, budget, path, out)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    resumed = dv.ValuationResult.load(out)
+    reference = dv.ShapleyValuation(game(), stop=dv.MaxSamples(budget), seed=7)
+    reference.fit(client=client)
+    _assert_same({"shapley": resumed}, reference.results_)
+    meta = resumed.metadata["checkpoint"]
     assert meta["resumed_samples"] == saved.n_samples
     assert meta["path"] == str(path)  # the resumed file is kept up to date
     assert load_checkpoint(path).n_samples == budget
