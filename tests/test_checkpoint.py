@@ -226,6 +226,10 @@ def test_each_family_resumes_to_the_uninterrupted_values(
     reference = make().fit(client=client)
     _assert_same(resumed.results_, reference.results_)
     assert saved.n_samples < reference.result_.n_samples  # type: ignore[union-attr]
+    # the resumed run kept the file up to date: resuming a finished run is a no-op
+    assert load_checkpoint(path).status == "completed"
+    again = make().fit(client=client, resume=path)
+    _assert_same(again.results_, reference.results_)
 
 
 def test_keyboard_interrupt_writes_a_final_checkpoint(
