@@ -248,7 +248,11 @@ def check_fits_in_memory(client: Client, utility: Utility) -> None:
     Asks the scheduler for the workers' limits; called before the utility
     is registered, so nothing was sent or submitted when it raises.
     """
-    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before n_workers= lists every worker anyway
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
     limits = [
         int(info["memory_limit"])
         for info in workers.values()

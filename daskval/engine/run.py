@@ -77,6 +77,8 @@ logger = logging.getLogger("daskval")
 _MAX_TASK_BYTES = 64 * 2**20
 # restarts of the merge chain without a newer fetched state before giving up
 _MAX_CHAIN_RESTARTS = 20
+# seconds to wait for a finished merge's state (lost meanwhile: try again later)
+_FETCH_TIMEOUT = 30.0
 
 
 @dataclass
@@ -703,7 +705,12 @@ class ValuationHandle:
             future = merges[i]
             # (a merge that erred or lost its result is left to chain_is_broken)
             if future.status == "finished":
-                state: Partial = future.result()
+                try:
+                    # bounded: a result lost meanwhile would otherwise be
+                    # awaited through a recomputation of the whole chain
+                    state: Partial = future.result(timeout=_FETCH_TIMEOUT)
+                except Exception:
+                    return None  # the next round sees why (chain_is_broken)
                 for _ in range(i):
                     merges.popleft()
                 self._progress.fetches += 1
