@@ -87,9 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         type=Path,
+        nargs="+",
         default=None,
-        help="a previous report (same budgets, seeds and unit): take the runs of"
-        " the libraries not in --libraries from it instead of re-running them",
+        help="previous reports (same budgets and unit): take the runs of the"
+        " libraries not in --libraries from the first that has them",
     )
     parser.add_argument(
         "--unit",
@@ -225,6 +226,12 @@ def verdicts(
                     "best": {lib: b[:2] for lib, b in best.items() if b},
                     "ratio": ratio,
                     "ratio_stderr": spread,
+                    # daskval's best over each other library's best
+                    "ratio_to": {
+                        lib: ours[1] / b[1]
+                        for lib, b in best.items()
+                        if ours and b and lib != "daskval"
+                    },
                     "met": None if ratio is None else ratio < 1.0,
                 }
             )
@@ -233,25 +240,33 @@ def verdicts(
 
 
 def reused_records(game: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Runs of the libraries not re-run, from the report given by ``--reuse``."""
-    if args.reuse is None:
-        return {}
-    previous = json.loads(Path(args.reuse).read_text())
-    same = (previous["budgets"], previous["seeds"], previous.get("unit", "calls"))
-    if same != (args.budgets, args.seeds, args.unit):
-        raise SystemExit(f"{args.reuse}: other budgets, seeds or unit than this run")
-    result = previous["games"].get(game, {})
-    return {
-        lib: {
-            "library": lib,
-            "runs": runs,
-            "skipped": result["skipped"].get(lib, []),
-            "versions": result["versions"].get(lib),
-            "reused_from": str(args.reuse),
-        }
-        for lib, runs in result.get("runs", {}).items()
-        if lib not in args.libraries and runs
-    }
+    """Runs of the libraries not re-run, from the reports given by ``--reuse``.
+
+    Each library comes from the first report that holds it; the budgets and
+    the unit must match this run's (the seeds may differ: every estimator's
+    entry records how many it averages).
+    """
+    records: dict[str, Any] = {}
+    for path in args.reuse or []:
+        previous = json.loads(Path(path).read_text())
+        if (previous["budgets"], previous.get("unit", "calls")) != (
+            args.budgets,
+            args.unit,
+        ):
+            raise SystemExit(f"{path}: other budgets or unit than this run")
+        result = previous["games"].get(game, {})
+        for lib, runs in result.get("runs", {}).items():
+            if lib in args.libraries or lib in records or not runs:
+                continue
+            records[lib] = {
+                "library": lib,
+                "runs": runs,
+                "skipped": result["skipped"].get(lib, []),
+                "versions": result["versions"].get(lib),
+                "reused_from": str(path),
+                "seeds": previous["seeds"],
+            }
+    return records
 
 
 def run_game(game: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -284,6 +299,7 @@ def run_game(game: str, args: argparse.Namespace) -> dict[str, Any]:
         },
         "errors": {lib: r for lib, r in records.items() if "error" in r},
         "versions": {lib: r.get("versions") for lib, r in records.items()},
+        "seeds": {lib: r.get("seeds", args.seeds) for lib, r in records.items()},
         "runs": {lib: r.get("runs", []) for lib, r in records.items()},
     }
 
@@ -313,8 +329,12 @@ def format_game(
             for name, entries in summary.get(semivalue, {}).items():
                 cells = " | ".join(_cell(entries.get(b)) for b in budgets)
                 lines.append(f"| {library}: {name} | {cells} |")
-        lines += ["", "| budget | daskval best | pyDVL best | shapiq best | ratio |"]
-        lines.append("|---|---|---|---|---|")
+        lines += [
+            "",
+            "| budget | daskval best | pyDVL best | shapiq best | ratio to the best"
+            " of both | to pyDVL | to shapiq |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|")
         for row in result["verdicts"][semivalue]:
             best = row["best"]
             cells = [
@@ -325,6 +345,10 @@ def format_game(
             if row["ratio"] is not None:
                 ratio = f"{row['ratio']:.2f} ± {row['ratio_stderr']:.2f}"
             verdict = {True: "", False: " NOT met", None: ""}[row["met"]]
+            verdict += "".join(
+                f" | {row['ratio_to'][lib]:.2f}" if lib in row["ratio_to"] else " | -"
+                for lib in ("pydvl", "shapiq")
+            )
             lines.append(
                 f"| {row['budget']} | " + " | ".join(cells) + f" | {ratio}{verdict} |"
             )
@@ -336,6 +360,11 @@ def format_game(
             )
     for library, error in result["errors"].items():
         lines.append(f"- FAILED {library}: {error['error']}")
+    for library, runs_seeds in result.get("seeds", {}).items():
+        if runs_seeds != seeds:
+            lines.append(
+                f"- {library}: mean of {runs_seeds} seeds (from an earlier run)"
+            )
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Time to a fixed RMSE at W1's size: daskval's configurations vs pyDVL's TMC.
 
-    python benchmarks/time_to_rmse.py                  # W1 size, 300000-call reference
+    python benchmarks/time_to_rmse.py                  # W1 size, 400000-call reference
     python benchmarks/time_to_rmse.py --smoke          # 12 points, seconds
 
 1. A long-run reference: daskval permutation Shapley on a LocalCluster, in
@@ -24,8 +24,8 @@ The default target is 0.75x the spread (sd) of the reference values: a
 constant estimate u(N)/n scores 1x, so reaching the target means resolving
 the differences between points. At W1's size the values are small and noisy
 (sd ~3e-3, one permutation's marginals ~4e-2), so the reference must be long:
-its RMS stderr should be at most half the target, which takes ~300k calls
-(~8 minutes on two idle cores); the script warns when it is not. Timings
+its RMS stderr should be at most half the target, which takes ~400k calls
+(~10-15 minutes on two idle cores); the script warns when it is not. Timings
 need an idle machine: check ``uptime`` and compare ratios within one run
 only.
 """
@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reference-evaluations",
         type=int,
         default=None,
-        help="utility calls of the reference run (300000; smoke: 4000)",
+        help="utility calls of the reference run (400000; smoke: 4000)",
     )
     parser.add_argument(
         "--target",
@@ -139,7 +139,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     small = {"n_train": 12, "n_test": 50, "reference_evaluations": 4000}
-    large = {"n_train": 200, "n_test": 200, "reference_evaluations": 300000}
+    large = {"n_train": 200, "n_test": 200, "reference_evaluations": 400000}
     for key, value in (small if args.smoke else large).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
