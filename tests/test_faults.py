@@ -284,23 +284,24 @@ def test_killing_a_worker_mid_run_loses_nothing(fault_client: Client) -> None:
     valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=11)
     before = set(client.nthreads())
 
-    handle = valuation.submit(client, samples_per_task=4)
-    # wait until some, not all, samples are merged, then kill the worker
-    # holding the newest merged state (its chain must restart, not replay
-    # the run from its first sample)
-    victim = None
-    while victim is None:
-        assert not handle.done(), "the run ended before the kill"
-        time.sleep(0.05)
-        if handle.progress["n_samples"] > 0:
-            victim = _newest_merge_holder(client, handle.run_id)
-    pids = client.run(os.getpid)
-    at_kill = handle.progress["n_samples"]
-    os.kill(pids[victim], signal.SIGKILL)
-    while victim in client.nthreads():
-        time.sleep(0.01)
-    removed_before_the_end = not handle.done()
-    result = handle.result(timeout=120)
+    with get_task_stream(client=client) as stream:
+        handle = valuation.submit(client, samples_per_task=4)
+        # wait until a good part, not all, of the samples is merged, then kill
+        # the worker holding the newest merged state (its chain must restart,
+        # not replay the run from its first sample)
+        victim = None
+        while victim is None:
+            assert not handle.done(), "the run ended before the kill"
+            time.sleep(0.05)
+            if handle.progress["n_samples"] >= 40:
+                victim = _newest_merge_holder(client, handle.run_id)
+        pids = client.run(os.getpid)
+        at_kill = handle.progress["n_samples"]
+        os.kill(pids[victim], signal.SIGKILL)
+        while victim in client.nthreads():
+            time.sleep(0.01)
+        removed_before_the_end = not handle.done()
+        result = handle.result(timeout=120)
 
     # the kill landed mid-run: the scheduler removed the worker while the
     # run went on, with part of the samples merged
@@ -326,6 +327,16 @@ def test_killing_a_worker_mid_run_loses_nothing(fault_client: Client) -> None:
     lost = [k for k in removals[0]["lost-computed-tasks"] if "-merge-" in str(k)]
     assert lost, "the kill lost no merged state (the restart went untested)"
     assert result.metadata["merge_chain_restarts"] >= 1
+    # ... so the leaves of the state fetched before the kill ran once, but
+    # for the few Dask may start before the loop sees the loss (~0.2 s)
+    runs: dict[str, int] = {}
+    for task in stream.data:
+        key = str(task["key"])
+        if key.startswith(f"daskval-leaf-{handle.run_id}-"):
+            runs[key] = runs.get(key, 0) + 1
+    early = [k for k in runs if int(k.split("-")[4]) <= at_kill]
+    assert len(early) >= 10
+    assert sum(runs[k] > 1 for k in early) <= 3
 
     # the nanny's new worker holds the utility and computes leaves
     _wait_for_workers(client, 2)
