@@ -352,6 +352,45 @@ def test_killing_a_worker_mid_run_loses_nothing(fault_client: Client) -> None:
     assert workers & new
 
 
+def slower_voting(players: np.ndarray) -> float:
+    """An 11-player voting game that takes ~2 ms per call on a worker."""
+    if _on_worker():
+        time.sleep(0.002)
+    return _VOTING_11.value(players)
+
+
+_VOTING_11 = WeightedVotingGame(list(range(1, 12)))
+
+
+def test_a_placed_exact_run_survives_a_killed_worker(fault_client: Client) -> None:
+    """Exact enumerations send each block to one worker (``workers=`` hints,
+    for the memo); with that worker dead its blocks run elsewhere."""
+    client = fault_client
+    _wait_for_workers(client, 2)
+    utility = dv.FunctionUtility(slower_voting, 11)
+    valuation = dv.ShapleyValuation(utility, sampler=dv.ExactSampler(), seed=0)
+    handle = valuation.submit(client)
+    while handle.progress["n_samples"] == 0:
+        assert not handle.done(), "the run ended before the kill"
+        time.sleep(0.05)
+    pids = client.run(os.getpid)
+    victim = sorted(pids)[0]
+    at_kill = handle.progress["n_samples"]
+    os.kill(pids[victim], signal.SIGKILL)
+    while victim in client.nthreads():
+        time.sleep(0.01)
+    removed_before_the_end = not handle.done()
+    result = handle.result(timeout=120)
+
+    assert 0 < at_kill < 2**11 and removed_before_the_end
+    assert result.metadata["memo"]["enabled"]
+    plan = _bound_plan(valuation, utility)
+    local = evaluate_range(plan, utility, 0, 2**11)
+    values, _, _ = plan.estimate(local.moments)
+    assert (result.n_samples, result.n_evaluations) == (2**11, 2**11)
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+
+
 # --------------------------------------------------------------------------
 # a sample that kills its worker
 
