@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from daskval.accumulate import Moments, Partial, Statistic, Sums
+from daskval.result import write_npz_atomically
 from daskval.utility import EvalStats
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pat
     """
     target = Path(path)
     arrays = _to_arrays(checkpoint)
-    _write_atomically(target, arrays)
+    write_npz_atomically(target, arrays)
     return target
 
 
@@ -332,36 +332,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{key}|{array.dtype.str}|{array.shape}\0".encode())
         h.update(array.tobytes())
     return h.hexdigest()
-
-
-def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Temp file in the same directory, fsync, rename over ``path``, fsync dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX; a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories
-    finally:
-        os.close(fd)
 
 
 # -- reading --------------------------------------------------------------------

@@ -222,7 +222,9 @@ def _json_default(value: Any) -> Any:
 
 
 def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file, fsync and rename."""
+    """Write ``arrays`` to ``path``: a temporary file in the same directory,
+    fsync, rename over ``path``, fsync the directory. A crash at any point
+    leaves either the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -234,3 +236,18 @@ def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories
+    finally:
+        os.close(fd)

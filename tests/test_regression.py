@@ -407,3 +407,11 @@ def test_too_many_players() -> None:
 def test_bad_plan_arguments(args: tuple, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         make_regression_plan(*args, **kwargs)
+
+
+def test_large_games_fall_back_to_sampling_with_replacement() -> None:
+    """C(n, k) overflows int64 beyond n ~ 62: a count budget on a game of
+    hundreds of players must plan (with replacement) instead of crashing."""
+    for n in (100, 300):
+        plan = make_regression_plan("shapley", n, 0, RegressionSampler(), sample_cap=50)
+        assert plan.describe()["without_replacement"] is False

@@ -579,9 +579,11 @@ class RegressionPlan(Plan):
         levels, nothing left to sample)."""
         n, layout = self.n, self.layout
         levels = [k for k in range(1, n // 2 + 1) if layout.middle[k]]
-        units = np.array([layout.level_units(k) for k in levels], dtype=np.int64)
-        if not levels or units.sum() > MAX_WITHOUT_REPLACEMENT:
+        # summed as Python ints first: C(n, k) overflows int64 beyond n ~ 62
+        sizes = [layout.level_units(k) for k in levels]
+        if not levels or sum(sizes) > MAX_WITHOUT_REPLACEMENT:
             return None
+        units = np.array(sizes, dtype=np.int64)
         samples = min(samples, int(units.sum()))  # past that: nothing to draw
         if samples < len(levels):
             return None
