@@ -31,10 +31,16 @@ from daskval.utility import EvalStats, UtilityChain
 
 
 def _data(n: int, seed: int = 0) -> dv.Dataset:
+    """n training points alternating between the two classes (the first rows
+    of make_classification can all share one class, and a game where every
+    fit fails is not a test of anything), 60 scoring points."""
     x, y = make_classification(
         n_samples=n + 60, n_features=5, n_informative=3, random_state=seed
     )
-    return dv.Dataset(x[:n], y[:n], x[n:], y[n:])
+    by_class = [np.flatnonzero(y == c) for c in (0, 1)]
+    train = np.array([by_class[i % 2][i // 2] for i in range(n)])
+    test = np.setdiff1d(np.arange(len(y)), train)
+    return dv.Dataset(x[train], y[train], x[test], y[test])
 
 
 def _fits(client: Client) -> int:
