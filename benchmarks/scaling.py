@@ -29,52 +29,35 @@ import daskval as dv
 from daskval.games import AdditiveGame
 from daskval.plan import evaluate_range
 
+
+def _shapley(utility: dv.Utility, sampler: Any) -> Any:
+    return dv.ShapleyValuation(utility, sampler=sampler, stop=dv.MaxSamples(1))
+
+
+def _banzhaf(utility: dv.Utility, sampler: Any) -> Any:
+    return dv.BanzhafValuation(utility, sampler=sampler, stop=dv.MaxSamples(1))
+
+
+def _three_semivalues(utility: dv.Utility, sampler: Any) -> Any:
+    semivalues = [dv.Shapley(), dv.Banzhaf(), dv.Beta(16, 1)]
+    return dv.SemivalueValuation(
+        utility, semivalues, sampler=sampler, stop=dv.MaxSamples(1)
+    )
+
+
 ESTIMATORS: list[tuple[str, Callable[[], Any], Callable[[dv.Utility, Any], Any]]] = [
-    (
-        "permutation",
-        dv.PermutationSampler,
-        lambda u, s: dv.ShapleyValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
+    ("permutation", dv.PermutationSampler, _shapley),
     (
         "permutation, antithetic",
         lambda: dv.PermutationSampler(antithetic=True),
-        lambda u, s: dv.ShapleyValuation(u, sampler=s, stop=dv.MaxSamples(1)),
+        _shapley,
     ),
-    (
-        "uniform (flips)",
-        dv.UniformSampler,
-        lambda u, s: dv.BanzhafValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
-    (
-        "stratified (flips)",
-        dv.StratifiedSampler,
-        lambda u, s: dv.ShapleyValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
-    (
-        "owen (flips)",
-        dv.OwenSampler,
-        lambda u, s: dv.ShapleyValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
-    (
-        "msr",
-        dv.MSRSampler,
-        lambda u, s: dv.BanzhafValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
-    (
-        "msr, 3 semivalues",
-        lambda: dv.MSRSampler(None),
-        lambda u, s: dv.SemivalueValuation(
-            u,
-            [dv.Shapley(), dv.Banzhaf(), dv.Beta(16, 1)],
-            sampler=s,
-            stop=dv.MaxSamples(1),
-        ),
-    ),
-    (
-        "kernel shap (regression)",
-        dv.RegressionSampler,
-        lambda u, s: dv.ShapleyValuation(u, sampler=s, stop=dv.MaxSamples(1)),
-    ),
+    ("uniform (flips)", dv.UniformSampler, _banzhaf),
+    ("stratified (flips)", dv.StratifiedSampler, _shapley),
+    ("owen (flips)", dv.OwenSampler, _shapley),
+    ("msr", dv.MSRSampler, _banzhaf),
+    ("msr, 3 semivalues", lambda: dv.MSRSampler(None), _three_semivalues),
+    ("kernel shap (regression)", dv.RegressionSampler, _shapley),
 ]
 
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tabulated import TableGame, emit_runs, run_table, runner_arguments, versions
+from tabulated import TableGame, emit_runs, run_table, runner_arguments
+from workloads import versions
 
 import daskval as dv
 from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial

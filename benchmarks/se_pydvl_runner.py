@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from tabulated import TableGame, emit_runs, run_table, runner_arguments, versions
+from tabulated import TableGame, emit_runs, run_table, runner_arguments
+from workloads import versions
 
 warnings.filterwarnings("ignore")
 

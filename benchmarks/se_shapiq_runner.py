@@ -25,8 +25,8 @@ from tabulated import (
     emit_runs,
     run_table,
     runner_arguments,
-    versions,
 )
+from workloads import versions
 
 warnings.filterwarnings("ignore")
 

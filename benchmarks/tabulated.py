@@ -309,16 +309,3 @@ def emit_runs(
     }
     sys.stdout.write(RESULT_MARKER + json.dumps(record) + "\n")
     sys.stdout.flush()
-
-
-def versions(*modules: str) -> dict[str, str]:
-    """Installed versions of ``modules``, plus Python's."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": sys.version.split()[0]}
-    for name in modules:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "?"
-    return found

@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workloads import BLAS_ENV
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
 MARKER = "TIME-TO-RMSE "
-BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 REFERENCE_SEED = 1000
 CHUNK = 100_000  # calls per reference chunk (one seed each)
 # default target: this fraction of the spread (sd) of the reference values.
