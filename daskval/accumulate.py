@@ -10,12 +10,13 @@ merged state is never larger than one partial.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from daskval.utility import EvalStats
 
-__all__ = ["Moments", "Partial", "Statistic", "Sums"]
+__all__ = ["Moments", "Partial", "Rows", "Statistic", "Sums"]
 
 
 @dataclass
@@ -132,8 +133,54 @@ class Sums:
         return int(sum(a.nbytes for a in self.arrays.values()))
 
 
-# what a Plan accumulates per name: both kinds merge associatively
-Statistic = Moments | Sums
+@dataclass
+class Rows:
+    """Named arrays whose rows are concatenated in sample order: the samples
+    themselves, for estimators that need every one (the constraints of a
+    least-core linear program).
+
+    Partials only ever merge with the adjacent next range (see
+    :meth:`Partial.merge`), so concatenation keeps the rows of the first K
+    samples in sample order, whatever the merge grouping.
+
+    Attributes
+    ----------
+    arrays : dict of str to np.ndarray
+        Arrays with the same number of rows (first axis); two Rows merge when
+        they have the same names, trailing shapes and dtypes.
+    """
+
+    arrays: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, layout: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> Rows:
+        """Zero rows of each name's (trailing shape, dtype)."""
+        return cls(
+            {
+                name: np.empty((0, *shape), dtype=dtype)
+                for name, (shape, dtype) in layout.items()
+            }
+        )
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def merge(self, other: Rows) -> Rows:
+        """These rows followed by ``other``'s (a new object)."""
+        return Rows(
+            {k: np.concatenate([a, other.arrays[k]]) for k, a in self.arrays.items()}
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+
+# what a Plan accumulates per name: every kind merges associatively
+Statistic = Moments | Sums | Rows
 
 
 @dataclass
@@ -144,7 +191,7 @@ class Partial:
     ----------
     start, stop : int
         The contiguous range of global sample indices covered.
-    moments : dict of str to Moments or Sums
+    moments : dict of str to Moments, Sums or Rows
         The method's named statistics.
     eval_stats : EvalStats
         Utility calls, failures and warnings of those samples.

@@ -13,8 +13,9 @@ with
 - ``meta``: the JSON metadata as UTF-8 bytes (a uint8 array);
 - ``anchors``: the anchor utilities (float64, in ``plan.anchors()`` order);
 - ``s<i>_count``, ``s<i>_total``, ``s<i>_m2`` for a :class:`Moments`
-  statistic ``i`` and ``s<i>_a<j>`` for the arrays of a :class:`Sums`
-  statistic (names, kinds and array names are listed in the metadata);
+  statistic ``i`` and ``s<i>_a<j>`` for the arrays of a :class:`Sums` or
+  :class:`Rows` statistic (names, kinds and array names are listed in the
+  metadata; rows keep their dtypes);
 - ``sha256``: the hex SHA-256 (ASCII, uint8) over the metadata and every
   other array's name, dtype, shape and bytes.
 
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daskval.accumulate import Moments, Partial, Statistic, Sums
+from daskval.accumulate import Moments, Partial, Rows, Statistic, Sums
 from daskval.result import write_npz_atomically
 from daskval.utility import EvalStats
 
@@ -273,7 +274,8 @@ def _to_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
             arrays[f"s{i}_m2"] = np.asarray(statistic.m2)
         else:
             keys = list(statistic.arrays)
-            described.append({"name": name, "kind": "sums", "arrays": keys})
+            kind = "rows" if isinstance(statistic, Rows) else "sums"
+            described.append({"name": name, "kind": kind, "arrays": keys})
             for j, key in enumerate(keys):
                 arrays[f"s{i}_a{j}"] = np.asarray(statistic.arrays[key])
     stats = state.eval_stats
@@ -423,11 +425,19 @@ def _from_arrays(
             moments[entry["name"]] = Moments(
                 count.astype(np.int64), total.astype(np.float64), m2.astype(np.float64)
             )
-        elif entry["kind"] == "sums":
+        elif entry["kind"] in ("sums", "rows"):
             keys = [f"s{i}_a{j}" for j in range(len(entry["arrays"]))]
-            moments[entry["name"]] = Sums(
-                {name: arrays[k] for name, k in zip(entry["arrays"], keys, strict=True)}
-            )
+            named = {
+                name: arrays[k] for name, k in zip(entry["arrays"], keys, strict=True)
+            }
+            if entry["kind"] == "sums":
+                moments[entry["name"]] = Sums(named)
+            else:
+                if len({len(a) for a in named.values()}) > 1:
+                    raise ValueError(
+                        f"statistic {entry['name']!r} has arrays of different lengths"
+                    )
+                moments[entry["name"]] = Rows(named)
         else:
             raise ValueError(f"unknown statistic kind {entry['kind']!r}")
         names.update(keys)
@@ -497,7 +507,10 @@ def check_structure(checkpoint: Checkpoint, plan: Plan) -> None:
         )
 
 
-def _shapes(statistic: Statistic) -> dict[str, tuple[int, ...]]:
+def _shapes(statistic: Statistic) -> dict[str, tuple[Any, ...]]:
     if isinstance(statistic, Moments):
         return {"moments": statistic.total.shape}
+    if isinstance(statistic, Rows):
+        # any number of rows; the shape of one row and its dtype must match
+        return {k: (*a.shape[1:], a.dtype.str) for k, a in statistic.arrays.items()}
     return {k: a.shape for k, a in statistic.arrays.items()}
