@@ -2,7 +2,8 @@
 
 ``daskval demo`` values the training points of scikit-learn's bundled breast
 cancer data with TMC-Shapley on an embedded Dask cluster, in about a minute on
-two cores, prints the dashboard link, progress and the lowest- and
+two cores, prints the dashboard links (Dask's and daskval's ``/daskval``
+page), progress and the lowest- and
 highest-valued points, and writes every value to a CSV file.
 
 Each subcommand is a :class:`Command`: its name, its help, a function that adds
@@ -421,6 +422,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         client = _connect(args, stack)
         handle = valuation.submit(client)
+        if handle.dashboard_link is not None:
+            # the run's own page: values, stderr, extremes, memo, failures
+            _say(f"daskval dashboard: {handle.dashboard_link}")
         result = wait_with_progress(handle, args.progress_interval, budget_label)
 
     if result.n_samples == 0:

@@ -19,12 +19,14 @@ the prefix only through the single merge chain.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +69,7 @@ from daskval.stopping import Snapshot, planned_samples
 from daskval.utility import EvalStats
 
 if TYPE_CHECKING:
+    from daskval.dashboard.monitor import RunMonitor
     from daskval.methods.base import Valuation
 
 __all__ = ["RunSettings", "ValuationHandle", "start_run"]
@@ -123,13 +126,20 @@ class ValuationHandle:
     """
 
     def __init__(
-        self, valuation: Valuation, plan: Plan, client: Client, settings: RunSettings
+        self,
+        valuation: Valuation,
+        plan: Plan,
+        client: Client,
+        settings: RunSettings,
+        monitor: Callable[[str], RunMonitor] | None = None,
     ) -> None:
         self.valuation = valuation
         self.plan = plan
         self.client = client
         self.settings = settings
         self.run_id = uuid.uuid4().hex[:12]
+        # progress events, the dashboard and the console bar (daskval.dashboard)
+        self._monitor = None if monitor is None else monitor(self.run_id)
         self._progress = _Progress()
         self._done = threading.Event()
         self._cancel = threading.Event()
@@ -169,6 +179,16 @@ class ValuationHandle:
     def done(self) -> bool:
         """True once the run has finished, failed or been cancelled."""
         return self._done.is_set()
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The address of the ``/daskval`` page showing this run (None: off)."""
+        return None if self._monitor is None else self._monitor.link
+
+    @property
+    def latest_event(self) -> dict[str, Any] | None:
+        """The newest progress event of this run (see daskval.dashboard.events)."""
+        return None if self._monitor is None else self._monitor.latest
 
     @property
     def progress(self) -> dict[str, Any]:
@@ -222,6 +242,7 @@ class ValuationHandle:
         except BaseException as exc:
             self._error = self._explain_failure(exc)
             self._progress.status = "failed"
+            self._publish_final("failed")
         finally:
             self._done.set()
 
@@ -341,6 +362,8 @@ class ValuationHandle:
                 start, end = in_flight.pop(future)
                 if future.status == "finished":
                     finished[start] = (end, future)
+                    if self._monitor is not None:
+                        self._monitor.leaf_done(future, end - start)
                 else:  # a poison sample is isolated, any other error raised
                     self._recover_leaf(future, start, end, plugin, in_flight, finished)
             if chain_is_broken(list(merges)):
@@ -410,7 +433,9 @@ class ValuationHandle:
             check_not_all_failed(state.eval_stats, finished=True)
         self._progress.status = status
         self._checkpoint_now(state, status)
-        return self._make_results(state, status, begin, task_bytes, client)
+        results = self._make_results(state, status, begin, task_bytes, client)
+        self._publish_final(status)
+        return results
 
     def _evaluate_anchors(self, plugin: UtilityRef) -> tuple[EvalStats, float | None]:
         """u of the plan's anchor coalitions, bound to the plan: their counters
@@ -743,7 +768,48 @@ class ValuationHandle:
             finished = finished or stop.check(snap)
         else:
             p.completion = 1.0 if finished else (state.stop / cap if cap else 0.0)
+        self._publish(state, values, stderr, "running")
         return finished
+
+    def _publish(
+        self,
+        state: Partial,
+        values: np.ndarray,
+        stderr: np.ndarray,
+        status: str,
+        final: bool = False,
+    ) -> None:
+        """Hand the state just fetched to the monitor (events, bar)."""
+        if self._monitor is None:
+            return
+        p = self._progress
+        self._monitor.update(
+            status=status,
+            elapsed=p.elapsed,
+            n_samples=state.stop,
+            n_evaluations=state.n_evaluations,
+            completion=1.0 if status == "completed" else p.completion,
+            values=values,
+            stderr=stderr,
+            eval_stats=state.eval_stats,
+            final=final,
+        )
+
+    def _publish_final(self, status: str) -> None:
+        """The run's last event, from the newest state it holds."""
+        monitor, state = self._monitor, self._last_state
+        if monitor is None:
+            return
+        if state is None:
+            monitor.close()
+            return
+        try:
+            values, stderr, _ = self.plan.estimate(state.moments)
+        except Exception:  # no estimate possible (e.g. failed before anchors)
+            monitor.close()
+            return
+        self._progress.elapsed = time.monotonic() - self._begin
+        self._publish(state, values, stderr, status, final=True)
 
     def _raise_task_failure(self, future: Future, start: int, end: int) -> None:
         where = f"samples [{start}, {end})" if start >= 0 else "a merge"
@@ -951,8 +1017,14 @@ def start_run(
     checkpoint: str | os.PathLike[str] | bool | None = None,
     checkpoint_interval: float = 60.0,
     resume: str | os.PathLike[str] | bool | None = None,
+    progress: bool | None = False,
+    dashboard: bool | str = True,
 ) -> ValuationHandle:
     """Validate, connect and start a run in a background thread."""
+    from daskval.dashboard.monitor import check_dashboard, check_progress
+
+    progress = check_progress(progress)
+    dashboard_mode = check_dashboard(dashboard)
     if samples_per_task is not None:
         from daskval._validation import check_positive_int
 
@@ -975,4 +1047,36 @@ def start_run(
         checkpoint_interval=interval,
         resume=restored,
     )
-    return ValuationHandle(valuation, plan, resolved, settings).start()
+    monitor = functools.partial(
+        _make_monitor, valuation, resolved, dashboard_mode, progress
+    )
+    return ValuationHandle(valuation, plan, resolved, settings, monitor).start()
+
+
+def _make_monitor(
+    valuation: Valuation,
+    client: Client,
+    dashboard: str,
+    progress: bool | None,
+    run_id: str,
+) -> RunMonitor:
+    """The run's monitor: the dashboard connected (or its fallback started)
+    and the console bar decided, before the run's thread starts."""
+    from daskval.dashboard.monitor import make_monitor
+
+    utility = valuation.utility
+    names = getattr(getattr(utility, "data", None), "names", None)
+    if names is None or len(names) != utility.n:
+        names = [str(i) for i in range(utility.n)]
+    stop = valuation.stop
+    return make_monitor(
+        client,
+        run_id=run_id,
+        method=valuation.method_name,
+        utility=utility.describe(),
+        stop="none" if stop is None else stop.describe(),
+        names=[str(name) for name in names],
+        dashboard=dashboard,
+        progress=progress,
+        quiet=progress is False,
+    )

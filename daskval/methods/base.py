@@ -88,6 +88,8 @@ class Valuation(ABC):
         checkpoint: str | os.PathLike[str] | bool | None = None,
         checkpoint_interval: float = 60.0,
         resume: str | os.PathLike[str] | bool | None = None,
+        progress: bool | None = False,
+        dashboard: bool | str = True,
     ) -> ValuationHandle:
         """Start the valuation without blocking; returns a handle.
 
@@ -126,6 +128,22 @@ class Valuation(ABC):
             result equals the uninterrupted run's (to 1e-12), with the same
             sample and evaluation counts. Time budgets count the time before
             the checkpoint too.
+        progress : bool or None
+            Draw a console progress bar (completion of the stopping
+            criterion, evaluations/s, ETA) on stderr while the run goes on,
+            with the dashboard's address above it. ``False`` (default for
+            ``submit``): nothing is printed; ``None`` (default for
+            :meth:`fit`): a bar in terminals and Jupyter notebooks only, or
+            as the ``DASKVAL_PROGRESS`` environment variable (1 or 0) says.
+        dashboard : bool or str
+            ``True`` (default): publish progress events and show the run on
+            the ``/daskval`` page of the scheduler's Dask dashboard, or, when
+            the scheduler cannot serve it (no daskval there, no dashboard),
+            on a Bokeh server in this process bound to 127.0.0.1 (another
+            address through ``DASKVAL_DASHBOARD_ADDRESS=host:port``).
+            ``"scheduler"``: the scheduler's page or an error; ``"client"``:
+            always the server in this process; ``False``: no events, no
+            page. The address is ``handle.dashboard_link``.
         """
         from daskval.engine.run import start_run
 
@@ -137,6 +155,8 @@ class Valuation(ABC):
             checkpoint=checkpoint,
             checkpoint_interval=checkpoint_interval,
             resume=resume,
+            progress=progress,
+            dashboard=dashboard,
         )
 
     def fit(
@@ -148,12 +168,18 @@ class Valuation(ABC):
         checkpoint: str | os.PathLike[str] | bool | None = None,
         checkpoint_interval: float = 60.0,
         resume: str | os.PathLike[str] | bool | None = None,
+        progress: bool | None = None,
+        dashboard: bool | str = True,
     ) -> Valuation:
         """Run the valuation to its end, set ``result_`` and return ``self``.
 
         ``results_`` maps every output's name to its result (one entry, the
         method's name, unless the method estimates several values at once).
-        The arguments are those of :meth:`submit`. A KeyboardInterrupt stops
+        The arguments are those of :meth:`submit`, except that ``progress``
+        defaults to None: a progress bar in terminals and notebooks, nothing
+        in pipes, logs and tests. The dashboard's address is printed (on
+        stderr) above the bar, or once per process without one; pass
+        ``progress=False`` for silence. A KeyboardInterrupt stops
         the run and keeps the samples merged so far (status
         ``"interrupted"``), saved to the checkpoint when there is one
         (``result_.metadata["checkpoint"]["path"]``).
@@ -165,6 +191,8 @@ class Valuation(ABC):
             checkpoint=checkpoint,
             checkpoint_interval=checkpoint_interval,
             resume=resume,
+            progress=progress,
+            dashboard=dashboard,
         )
         self.results_ = handle.results()
         self.result_ = next(iter(self.results_.values()))

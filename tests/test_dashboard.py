@@ -1,0 +1,340 @@
+"""The /daskval page in a real headless Chromium, during running valuations.
+
+Bokeh pages are empty without their websocket, so a screenshot alone proves
+nothing: these tests open the page with Playwright, wait for the Bokeh
+document, and read its named data sources (``daskval-history``,
+``daskval-top``, ...) while the run goes on. The browser is Debian's
+``chromium`` (installed by .ci/run); without it these tests skip, except in
+CI (``CI`` set), where a missing browser fails them.
+
+The valuations value an additive game whose Shapley values are its weights,
+so the top point is known; each call sleeps a little so the run lasts long
+enough to be watched.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from distributed import Client
+
+import daskval as dv
+from daskval.dashboard import fallback
+
+IN_CI = bool(os.environ.get("CI"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+N = 12
+# the page refreshes every 0.5 s and runs publish every ~1 s
+READ_TIMEOUT_MS = 30_000
+
+
+def slow_additive(weights: list[float], indices: Any) -> float:
+    """u(S) = sum of the weights in S, after 2 ms (a model fit stand-in)."""
+    time.sleep(0.002)
+    return float(np.sum(np.asarray(weights)[np.asarray(indices, dtype=int)]))
+
+
+def additive_valuation(weights: list[float]) -> dv.ShapleyValuation:
+    """Permutation Shapley of an additive game: values = weights, exactly."""
+    utility = dv.FunctionUtility(functools.partial(slow_additive, weights), n=N)
+    return dv.ShapleyValuation(
+        utility, sampler=dv.PermutationSampler(), stop=dv.MaxSamples(10**6), seed=0
+    )
+
+
+def top_name(weights: list[float]) -> str:
+    return str(int(np.argmax(weights)))
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI needs the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium under Playwright, with a fresh profile."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -e .[test])")
+    if not os.path.exists(CHROMIUM):
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+    with (
+        tempfile.TemporaryDirectory(prefix="daskval-chromium-") as profile,
+        sync_playwright() as p,
+    ):
+        # a persistent context is the way to give Chromium its own profile dir
+        context = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1000, "height": 1400},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: ``DASKVAL_ARTIFACTS`` if set, else ``tmp_path``."""
+    target = Path(os.environ.get("DASKVAL_ARTIFACTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def open_page(context: Any, link: str) -> Any:
+    """Open a Bokeh page and wait for its document to be built."""
+    page = context.new_page()
+    page.goto(link)
+    page.wait_for_function(
+        "() => window.Bokeh && Bokeh.documents.length > 0 "
+        "&& Bokeh.documents[0].roots().length > 0",
+        timeout=READ_TIMEOUT_MS,
+    )
+    # a source's data is a Map in some BokehJS versions, a plain object in others
+    page.evaluate(
+        """() => {
+            window.daskvalColumn = (name, key) => {
+                const data = Bokeh.documents[0].get_model_by_name(name).data;
+                const column = data instanceof Map ? data.get(key) : data[key];
+                return Array.from(column || []);
+            };
+        }"""
+    )
+    return page
+
+
+def source(page: Any, name: str) -> dict[str, list[Any]]:
+    """The columns of the data source called ``name``, as the browser has them."""
+    data: dict[str, list[Any]] = page.evaluate(
+        """(name) => {
+            const data = Bokeh.documents[0].get_model_by_name(name).data;
+            const keys = data instanceof Map ? [...data.keys()] : Object.keys(data);
+            const out = {};
+            for (const key of keys) {
+                out[key] = window.daskvalColumn(name, key);
+            }
+            return out;
+        }""",
+        name,
+    )
+    return data
+
+
+def select_run(page: Any, run_id: str) -> None:
+    """Pick ``run_id`` in the page's run selector, as a user would."""
+    page.wait_for_function(
+        """(id) => Bokeh.documents[0].get_model_by_name('daskval-runs')
+               .options.some((o) => Array.isArray(o) ? o[0] === id : o === id)""",
+        arg=run_id,
+        timeout=READ_TIMEOUT_MS,
+    )
+    page.evaluate(
+        "(id) => { Bokeh.documents[0].get_model_by_name('daskval-runs').value = id; }",
+        run_id,
+    )
+
+
+def wait_for_top(page: Any, name: str) -> None:
+    """Wait until the page's top table leads with ``name`` (the run's top point)."""
+    page.wait_for_function(
+        """(name) => {
+            const names = window.daskvalColumn('daskval-top', 'name');
+            return names.length > 0 && names[0] === name;
+        }""",
+        arg=name,
+        timeout=READ_TIMEOUT_MS,
+    )
+
+
+def evaluations_seen(page: Any) -> float:
+    """The newest n_evaluations in the page's history source (0 if none yet)."""
+    column = source(page, "daskval-history").get("n_evaluations", [])
+    return float(max(column)) if column else 0.0
+
+
+def wait_for_evaluations(page: Any, above: float) -> float:
+    page.wait_for_function(
+        """(above) => {
+            const col = window.daskvalColumn('daskval-history', 'n_evaluations');
+            return col.length > 0 && Math.max(...col) > above;
+        }""",
+        arg=above,
+        timeout=READ_TIMEOUT_MS,
+    )
+    return evaluations_seen(page)
+
+
+def wait_running(handle: Any, timeout: float = 60.0) -> None:
+    """Until the run has published a progress event."""
+    deadline = time.monotonic() + timeout
+    while handle.latest_event is None:
+        assert not handle.done(), "the run ended before it published progress"
+        assert time.monotonic() < deadline, "no progress event"
+        time.sleep(0.1)
+
+
+def check_live_page(
+    context: Any,
+    link: str,
+    runs: list[tuple[Any, list[float]]],
+    screenshot: Path,
+) -> None:
+    """The page shows every run; each, selected, has its own live numbers."""
+    page = open_page(context, link)
+    try:
+        for handle, weights in runs:
+            select_run(page, handle.run_id)
+            first = wait_for_evaluations(page, 0)
+            wait_for_top(page, top_name(weights))
+            # the same source, read again later, holds more evaluations
+            second = wait_for_evaluations(page, first)
+            assert second > first
+            top = source(page, "daskval-top")
+            assert top["name"][0] == top_name(weights)
+            assert top["value"][0] == pytest.approx(max(weights))
+            assert not handle.done()  # all of this happened during the run
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert screenshot.stat().st_size > 10_000  # rendered, not blank
+    finally:
+        page.close()
+
+
+def test_scheduler_page_shows_concurrent_runs_live(
+    browser: Any, client: Client, tmp_path: Path
+) -> None:
+    weights_a = [float(i) for i in range(N)]
+    weights_b = weights_a[::-1]
+    first = additive_valuation(weights_a).submit(client, dashboard="scheduler")
+    second = additive_valuation(weights_b).submit(client, dashboard="scheduler")
+    try:
+        link = first.dashboard_link
+        assert link is not None and link == second.dashboard_link
+        assert link.startswith("http://127.0.0.1:") and link.endswith("/daskval")
+        # the page is on the scheduler's own dashboard, next to /status
+        assert link.rsplit("/", 1)[0] == client.dashboard_link.rsplit("/", 1)[0]
+        wait_running(first)
+        wait_running(second)
+        check_live_page(
+            browser,
+            link,
+            [(first, weights_a), (second, weights_b)],
+            artifacts_dir(tmp_path) / "daskval-scheduler-page.png",
+        )
+    finally:
+        first.cancel()
+        second.cancel()
+    assert first.latest_event is not None
+    assert first.latest_event["status"] == "cancelled"
+
+
+def test_client_side_server_shows_a_run_live(
+    browser: Any, client: Client, tmp_path: Path
+) -> None:
+    weights = [float((5 * i) % N) for i in range(N)]  # top point: 5 (weight 11)
+    handle = additive_valuation(weights).submit(client, dashboard="client")
+    try:
+        link = handle.dashboard_link
+        assert link is not None
+        assert link == fallback.fallback_server().link
+        assert link.startswith("http://127.0.0.1:")
+        # not the scheduler's dashboard
+        assert link.rsplit("/", 1)[0] != client.dashboard_link.rsplit("/", 1)[0]
+        wait_running(handle)
+        check_live_page(
+            browser,
+            link,
+            [(handle, weights)],
+            artifacts_dir(tmp_path) / "daskval-client-page.png",
+        )
+    finally:
+        handle.cancel()
+
+
+@pytest.fixture(scope="module")
+def client_without_dashboard() -> Iterator[Client]:
+    """A small in-process cluster whose scheduler serves no dashboard."""
+    from distributed import LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            protocol="tcp://",
+            host="127.0.0.1",
+            # its http server (health, metrics) on loopback, without Bokeh pages
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
+        yield c
+
+
+def test_scheduler_without_dashboard_falls_back_to_the_client_server(
+    client_without_dashboard: Client,
+) -> None:
+    remote = client_without_dashboard
+    with pytest.raises(dv.ValuationError, match="dashboard is off"):
+        additive_valuation([1.0] * N).submit(remote, dashboard="scheduler")
+    valuation = additive_valuation([float(i) for i in range(N)])
+    valuation.stop = dv.MaxSamples(3)
+    handle = valuation.submit(remote)  # dashboard=True: falls back
+    result = handle.result(timeout=120)
+    server = fallback.fallback_server()
+    assert handle.dashboard_link == server.link
+    # the client-side server got the run's events through the scheduler
+    deadline = time.monotonic() + 10
+    while (server.store.latest(handle.run_id) or {}).get("status") != "completed":
+        assert time.monotonic() < deadline, server.store.runs()
+        time.sleep(0.1)
+    latest = server.store.latest(handle.run_id)
+    assert latest is not None
+    assert latest["n_evaluations"] == result.n_evaluations
+    assert latest["top"]["name"][0] == str(N - 1)
+
+
+def test_missing_internals_fall_back(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distributed without the internals the page needs: the run still gets
+    a page, from this process (the test clusters' scheduler runs in-process,
+    so the patched check is the one the scheduler runs)."""
+    from daskval.dashboard import scheduler
+
+    monkeypatch.setattr(
+        scheduler,
+        "missing_internals",
+        lambda s: "distributed.dashboard.core.BokehApplication is missing",
+    )
+    with Client(client.scheduler.address, set_as_default=False) as other:
+        with pytest.raises(dv.ValuationError, match="BokehApplication is missing"):
+            additive_valuation([1.0] * N).submit(other, dashboard="scheduler")
+        valuation = additive_valuation([1.0] * N)
+        valuation.stop = dv.MaxSamples(2)
+        handle = valuation.submit(other)
+        handle.result(timeout=120)
+        assert handle.dashboard_link == fallback.fallback_server().link
