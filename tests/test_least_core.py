@@ -406,7 +406,8 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
     (
         "permutation sampler",
         lambda: LeastCoreValuation(
-            dv.FunctionUtility(_fn, n=4), sampler=dv.PermutationSampler()
+            dv.FunctionUtility(_fn, n=4),
+            sampler=dv.PermutationSampler(),  # type: ignore[arg-type]
         ),
         TypeError,
         ("sampler", "PermutationSampler"),
@@ -419,7 +420,7 @@ BAD: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
     ),
     (
         "n_samples float",
-        lambda: LeastCoreValuation(dv.FunctionUtility(_fn, n=4), n_samples=2.5),
+        lambda: LeastCoreValuation(dv.FunctionUtility(_fn, n=4), n_samples=2.5),  # type: ignore[arg-type]
         ValueError,
         ("n_samples",),
     ),
