@@ -183,6 +183,38 @@ class ValuationResult:
         write_npz_atomically(path, arrays)
         return path
 
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        top: int = 10,
+        title: str | None = None,
+    ) -> Path:
+        """Write a standalone HTML report of these values (Bokeh, no network needed).
+
+        It shows the run's summary, the distribution of the values, the
+        ``top`` highest- and lowest-valued points with their stderr, and the
+        convergence trace (stderr and value change against evaluations)
+        recorded by the run.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The HTML file to write (replaced atomically).
+        top : int
+            How many of the highest and of the lowest points to list.
+        title : str, optional
+            The page's title.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
+        from daskval.dashboard.report import write_report
+
+        return write_report(self, path, top=top, title=title)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ValuationResult:
         """Read a result written by :meth:`save` (no pickle is ever loaded).

@@ -338,3 +338,58 @@ def test_missing_internals_fall_back(
         handle = valuation.submit(other)
         handle.result(timeout=120)
         assert handle.dashboard_link == fallback.fallback_server().link
+
+
+def test_static_report_holds_the_runs_values(
+    browser: Any, client: Client, tmp_path: Path
+) -> None:
+    weights = [float((7 * i) % N) for i in range(N)]  # top point: 5 (weight 11)
+    valuation = additive_valuation(weights)
+    valuation.stop = dv.MaxSamples(40)
+    result = valuation.fit(client, progress=False).result_
+    assert result is not None
+    trace = result.metadata["trace"]
+    assert trace["n_evaluations"][-1] == result.n_evaluations
+    assert trace["n_samples"][-1] == result.n_samples == 40
+
+    path = result.report(tmp_path / "report.html", top=5)
+    assert path == tmp_path / "report.html"
+    text = path.read_text(encoding="utf-8")
+    assert "cdn.bokeh.org" not in text  # standalone: BokehJS is inlined
+    page = open_page(browser, path.as_uri())
+    try:
+        values = source(page, "daskval-values")
+        assert values["name"] == [str(n) for n in result.names]
+        np.testing.assert_allclose(values["value"], result.values)
+        np.testing.assert_allclose(values["count"], result.counts)
+        top = source(page, "daskval-top")
+        assert top["name"][0] == top_name(weights) and len(top["name"]) == 5
+        assert source(page, "daskval-bottom")["name"][0] == str(weights.index(0.0))
+        shown = source(page, "daskval-trace")
+        assert shown["n_evaluations"][-1] == result.n_evaluations
+        summary = page.evaluate(
+            "() => Bokeh.documents[0].get_model_by_name('daskval-summary').text"
+        )
+        assert f"{result.n_evaluations:,}" in summary
+        screenshot = artifacts_dir(tmp_path) / "daskval-report.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert screenshot.stat().st_size > 10_000
+    finally:
+        page.close()
+
+
+def test_report_arguments_and_results_without_a_trace(tmp_path: Path) -> None:
+    result = dv.ValuationResult(
+        np.array([0.5, -1.0, 2.0]), np.array([0.1, np.inf, 0.2]), np.array([3, 1, 3])
+    )
+    path = result.report(str(tmp_path / "plain.html"), title="three players")
+    text = path.read_text(encoding="utf-8")
+    assert "three players" in text and "daskval-trace" not in text
+    with pytest.raises(ValueError, match="top must be >= 1"):
+        result.report(tmp_path / "x.html", top=0)
+    with pytest.raises(ValueError, match="is a directory"):
+        result.report(tmp_path)
+    with pytest.raises(ValueError, match="directory does not exist"):
+        result.report(tmp_path / "missing" / "x.html")
+    with pytest.raises(TypeError, match="path must be a file path"):
+        result.report(3)  # type: ignore[arg-type]

@@ -23,7 +23,6 @@ import threading
 from typing import Any
 
 from daskval.dashboard.events import TOPIC
-from daskval.dashboard.page import make_document
 from daskval.dashboard.store import RunStore
 
 __all__ = [
@@ -148,6 +147,8 @@ class FallbackServer:
         return server
 
     def _document(self, doc: Any) -> None:
+        from daskval.dashboard.page import make_document  # Bokeh: only when served
+
         make_document(self.store, doc)
 
     def follow(self, client: Any) -> None:

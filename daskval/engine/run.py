@@ -46,6 +46,7 @@ from daskval.checkpoint import (
     run_identity,
     save_checkpoint,
 )
+from daskval.dashboard.trace import ConvergenceTrace
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
@@ -140,6 +141,7 @@ class ValuationHandle:
         self.run_id = uuid.uuid4().hex[:12]
         # progress events, the dashboard and the console bar (daskval.dashboard)
         self._monitor = None if monitor is None else monitor(self.run_id)
+        self._trace = ConvergenceTrace()  # for the result (and its report)
         self._progress = _Progress()
         self._done = threading.Event()
         self._cancel = threading.Event()
@@ -762,6 +764,7 @@ class ValuationHandle:
         p.history.append((elapsed, state.stop, state.n_evaluations))
         p.memo_hits = state.eval_stats.memo_hits
         p.memo_misses = state.eval_stats.memo_misses
+        self._trace.record(elapsed, state.stop, state.n_evaluations, values, stderr)
         finished = state.exhausted or (cap is not None and state.stop >= cap)
         if stop is not None:
             p.completion = 1.0 if finished else stop.completion(snap)
@@ -838,6 +841,14 @@ class ValuationHandle:
         }
         stats = state.eval_stats
         _log_evaluation_problems(stats)
+        first_values, first_stderr, _ = next(iter(outputs.values()))
+        self._trace.record(
+            time.monotonic() - begin,
+            state.stop,
+            state.n_evaluations,
+            first_values,
+            first_stderr,
+        )
         metadata = {
             **valuation.describe(),
             "plan": plan.describe(),
@@ -857,6 +868,7 @@ class ValuationHandle:
             "first_failure": stats.first_failure,
             "failed_samples": self._isolation.failed_before(state.stop),
             "merge_chain_restarts": self._chain_generation,
+            "trace": self._trace.to_dict(),
             "budget_exhausted": state.exhausted,
             "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),
             "versions": {
