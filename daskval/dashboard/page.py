@@ -37,7 +37,7 @@ from bokeh.models.widgets import (
 )
 from bokeh.plotting import figure
 
-from daskval.dashboard.store import HISTORY_COLUMNS, RunStore
+from daskval.dashboard.store import HISTORY_COLUMNS, MAX_ROWS, RunStore
 
 __all__ = ["REFRESH_MS", "make_document"]
 
@@ -46,10 +46,9 @@ REFRESH_MS = 500
 _NO_RUN = "(no valuation yet)"
 
 
-def _float_column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
-    return np.array(
-        [np.nan if r.get(name) is None else float(r[name]) for r in rows], dtype=float
-    )
+def _floats(values: Any) -> np.ndarray:
+    """Numbers as a float array; None (no value yet) becomes NaN."""
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 
 
 def _empty_history() -> dict[str, Any]:
@@ -238,7 +237,11 @@ class _Session:
         rows, self.seen = self.store.rows_since(run_id, self.seen)
         if rows:
             self.history.stream(
-                {name: _float_column(rows, name) for name in HISTORY_COLUMNS}
+                {
+                    name: _floats(row[i] for row in rows)
+                    for i, name in enumerate(HISTORY_COLUMNS)
+                },
+                rollover=MAX_ROWS,
             )
         event = self.store.latest(run_id)
         if event is None or event is self.shown_event:
@@ -265,8 +268,8 @@ def _extremes_data(rows: Any) -> dict[str, Any]:
     return {
         "rank": list(rows.get("rank", [])),
         "name": [str(n) for n in rows.get("name", [])],
-        "value": _float_column([{"v": v} for v in rows.get("value", [])], "v"),
-        "stderr": _float_column([{"v": v} for v in rows.get("stderr", [])], "v"),
+        "value": _floats(rows.get("value", [])),
+        "stderr": _floats(rows.get("stderr", [])),
     }
 
 

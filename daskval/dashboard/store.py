@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HISTORY_COLUMNS", "RunStore", "RunView"]
+__all__ = ["HISTORY_COLUMNS", "MAX_ROWS", "RunStore", "RunView"]
 
 #: The columns of a run's history (one row per event).
 HISTORY_COLUMNS = (
@@ -24,9 +24,10 @@ HISTORY_COLUMNS = (
     "n_failed",
     "memo_hit_rate",
 )
-# rows kept per run (one a second: ~5.5 hours) and runs kept
-_MAX_ROWS = 20_000
-_MAX_RUNS = 50
+#: rows kept per run (one a second: ~2.8 hours, ~1 MB) and runs kept: the
+# store lives in the scheduler, so it stays a few tens of MB at most
+MAX_ROWS = 10_000
+_MAX_RUNS = 20
 
 
 @dataclass
@@ -36,9 +37,10 @@ class RunView:
     run_id: str
     label: str
     latest: dict[str, Any]
-    # (sequence number, row): sessions stream the rows they have not seen
-    rows: deque[tuple[int, dict[str, Any]]] = field(
-        default_factory=lambda: deque(maxlen=_MAX_ROWS)
+    # (sequence number, row of HISTORY_COLUMNS): sessions stream the rows
+    # they have not seen
+    rows: deque[tuple[int, tuple[Any, ...]]] = field(
+        default_factory=lambda: deque(maxlen=MAX_ROWS)
     )
     n_rows: int = 0
 
@@ -55,7 +57,7 @@ class RunStore:
         if not isinstance(event, dict) or not isinstance(event.get("run_id"), str):
             return
         run_id = event["run_id"]
-        row = {name: event.get(name) for name in HISTORY_COLUMNS}
+        row = tuple(event.get(name) for name in HISTORY_COLUMNS)
         with self._lock:
             view = self._runs.get(run_id)
             if view is None:
@@ -77,9 +79,9 @@ class RunStore:
             view = self._runs.get(run_id)
             return None if view is None else view.latest
 
-    def rows_since(self, run_id: str, seen: int) -> tuple[list[dict[str, Any]], int]:
-        """The history rows of ``run_id`` after the first ``seen``, and the new
-        count of rows seen."""
+    def rows_since(self, run_id: str, seen: int) -> tuple[list[tuple[Any, ...]], int]:
+        """The history rows of ``run_id`` (tuples of :data:`HISTORY_COLUMNS`)
+        after the first ``seen``, and the new count of rows seen."""
         with self._lock:
             view = self._runs.get(run_id)
             if view is None:
