@@ -272,3 +272,40 @@ def test_demo_prints_the_daskval_page(
     assert code == 0
     out = capsys.readouterr().out
     assert re.search(r"daskval dashboard: http://127\.0\.0\.1:\d+/daskval", out), out
+
+
+def _listening_ip(port: int) -> set[str]:
+    """The addresses this process listens on at ``port``."""
+    import os
+
+    import psutil
+
+    return {
+        c.laddr.ip
+        for c in psutil.Process(os.getpid()).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def test_dashboards_listen_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import urlsplit
+
+    from daskval.dashboard.fallback import FallbackServer, fallback_server
+    from daskval.engine.cluster import embedded_client, shutdown_embedded
+
+    monkeypatch.delenv("DASKVAL_DASHBOARD_ADDRESS", raising=False)
+    server = fallback_server()
+    assert _listening_ip(server.port) == {"127.0.0.1"}
+    # the embedded cluster's dashboard, where the scheduler's page is served
+    try:
+        link = embedded_client().dashboard_link
+        port = urlsplit(link).port
+        assert port is not None and _listening_ip(port) == {"127.0.0.1"}
+    finally:
+        shutdown_embedded()
+    # elsewhere only when asked (here: every interface, any port)
+    other = FallbackServer("0.0.0.0", 0).start()
+    try:
+        assert _listening_ip(other.port) == {"0.0.0.0"}
+    finally:
+        other.stop()
