@@ -1,0 +1,758 @@
+"""Exact KNN-Shapley (Jia et al., 2019b, "Efficient task-specific data
+valuation for nearest neighbor algorithms"), for classification.
+
+The game, for one test point ``t`` and a coalition ``S`` of training points
+ordered by their distance to ``t`` (``alpha_1(S)`` nearest), is
+
+    U_t(S) = (1/K) sum_{k <= min(K, |S|)} 1[y_{alpha_k(S)} = y_t],  U_t({}) = 0,
+
+and the utility is the mean of ``U_t`` over the test points. Its Shapley
+values have a closed form: with all N training points sorted by distance to
+``t`` (``alpha_1`` nearest ... ``alpha_N`` farthest) and ``m_i =
+1[y_{alpha_i} = y_t]``,
+
+    s_{alpha_N} = m_N / K * min(K, N) / N,
+    s_{alpha_i} = s_{alpha_{i+1}} + (m_i - m_{i+1}) / K * min(K, i) / i,
+
+(the paper's base case ``m_N / N`` assumes N >= K; with fewer points than K
+the farthest point is always among the K nearest, hence ``min(K, N)``),
+
+and the value of a training point is the mean of its ``s`` over the test
+points. This costs one sort of N distances per test point.
+
+How it runs: the "samples" of the plan are the test points. A task takes a
+range of test points and, in sub-blocks sized so that the (block x N)
+temporaries stay under a memory budget (and in cache), computes the
+distances, sorts every row, gathers the label matches, takes the reverse
+cumulative sum of the recursion's increments and scatters the values back,
+each step one numpy operation over the sub-block (no per-test-point Python
+loop). Its statistic is the per-player :class:`~daskval.accumulate.Moments`
+over test points, which the engine tree-sums in test-point order; the values
+are their means, and the standard errors are those of a mean over test
+points (the spread of the per-test-point values, not a Monte Carlo error: the
+values are exact for the given test set).
+
+The data reach the workers once, through the engine's broadcast of a
+:class:`KNNUtility`, whose :meth:`KNNUtility.evaluate` is the KNN utility of a
+coalition: the brute-force oracle the tests enumerate.
+
+Order and ties. Points are ordered by (distance, training row index): of two
+training points at the same distance from a test point, the one with the
+smaller row index counts as nearer. The distance that decides is the
+*careful* one, computed from the features as given, pair by pair in a fixed
+order of operations (feature 0 first; :func:`_distances`), so it does not
+depend on the block, chunk or coalition it is computed in, and
+:meth:`KNNUtility.evaluate` (the oracle) sees exactly the distances and ties
+that the valuation sees. The valuation sorts fast approximations instead (a
+matrix product of centred features for the euclidean and cosine metrics,
+with a proven error bound) packed with the row index into 64-bit integer
+keys, and re-sorts by careful distance the few neighbours whose fast
+distances are too close to be ordered safely (:func:`_order`): the order is
+exactly that of the careful distances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from daskval._validation import check_positive_int
+from daskval.accumulate import Moments, Statistic
+from daskval.data import Dataset
+from daskval.methods.base import Valuation
+from daskval.plan import Estimate, Plan
+from daskval.utility import EvalStats, Utility, _sha
+
+__all__ = ["KNNShapleyValuation", "KNNUtility"]
+
+METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine")
+# bytes of (block x N) temporaries per element of a sub-block (distances, sort
+# keys, matches, increments, values and the moments' temporaries)
+_BYTES_PER_ELEMENT = 48
+# elements of the (block x chunk) scratch array of the distance loop
+_DISTANCE_SCRATCH = 1 << 15
+_DEFAULT_MEMORY = 256 * 2**20
+# at most this many (block x N) elements per sub-block, for cache locality
+_CACHE_ELEMENTS = 1 << 19
+# the unit roundoff of float64
+_EPS = 2.0**-53
+
+
+def _as_float_matrix(value: Any, name: str) -> np.ndarray:
+    """Features as a C-contiguous float64 matrix, or raise naming them."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"KNN-Shapley needs numeric features: {name} cannot be converted to "
+            f"float64 ({exc}); encode categorical columns first"
+        ) from exc
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"{name} contains NaN or infinite values: KNN distances need finite "
+            "features (impute them first)"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of the class labels of both splits (shared code book)."""
+    from sklearn.utils.multiclass import type_of_target
+
+    kind = type_of_target(np.asarray(y_train))
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(
+            "KNN-Shapley values classifiers: y_train must hold class labels, "
+            f"but scikit-learn sees a {kind!r} target. The regression variant is "
+            "not implemented; bin the target or use a model-based method such "
+            "as ShapleyValuation with a KNeighborsRegressor"
+        )
+    train, test = np.asarray(y_train), np.asarray(y_test)
+    try:
+        _, codes = np.unique(np.concatenate([train, test]), return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"y_train and y_test labels must be mutually comparable: {exc}"
+        ) from exc
+    codes = codes.astype(np.int32)
+    return codes[: len(train)], codes[len(train) :]
+
+
+def _distances(
+    x: np.ndarray,
+    train_t: np.ndarray,
+    metric: str,
+    train_norms: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Careful distances (rows: the test points ``x``, columns: the training
+    points, given as the columns of ``train_t``).
+
+    Every entry is computed from its two points alone, feature by feature in
+    a fixed order, with elementwise operations only: it is bit-identical
+    whatever the block, coalition or chunk it is computed in, and equal to
+    :func:`_pair_distances` of the pair. These define the order of the
+    training points (with the row index breaking ties). Euclidean distances
+    are ranked by their square (the same order, without ties made by rounding
+    a square root).
+    """
+    b, (d, m) = x.shape[0], train_t.shape
+    dist = np.empty((b, m)) if out is None else out
+    if b == 0 or m == 0:
+        return dist
+    chunk = max(256, _DISTANCE_SCRATCH // b)
+    scratch = np.empty((b, min(chunk, m)))
+    for s in range(0, m, chunk):
+        e = min(m, s + chunk)
+        acc, tmp = dist[:, s:e], scratch[:, : e - s]
+        for f in range(d):
+            _feature_term(train_t[f, s:e], x[:, f : f + 1], metric, tmp)
+            if f == 0:
+                acc[...] = tmp
+            else:
+                acc += tmp
+    return _finish(dist, metric, train_norms, _norms(x.T)[:, None])
+
+
+def _pair_distances(
+    points: np.ndarray,
+    columns: np.ndarray,
+    metric: str,
+    column_norms: np.ndarray | None,
+) -> np.ndarray:
+    """The careful distance of each pair (``points[i]``, ``columns[:, i]``),
+    by exactly the operations of :func:`_distances`."""
+    acc = np.empty(points.shape[0])
+    tmp = np.empty_like(acc)
+    for f in range(points.shape[1]):
+        _feature_term(columns[f], points[:, f], metric, tmp)
+        if f == 0:
+            acc[...] = tmp
+        else:
+            acc += tmp
+    return _finish(acc, metric, column_norms, _norms(points.T))
+
+
+def _feature_term(column: Any, point: Any, metric: str, out: np.ndarray) -> None:
+    """One feature's term of the distance, into ``out``."""
+    if metric == "cosine":
+        np.multiply(column, point, out=out)
+        return
+    np.subtract(column, point, out=out)
+    if metric == "manhattan":
+        np.abs(out, out=out)
+    else:
+        np.multiply(out, out, out=out)
+
+
+def _finish(
+    dist: np.ndarray, metric: str, train_norms: Any, point_norms: Any
+) -> np.ndarray:
+    if metric == "cosine":
+        dist /= train_norms
+        dist /= point_norms
+        np.subtract(1.0, dist, out=dist)
+    dist += 0.0  # -0.0 -> +0.0: equal distances tie whatever their sign
+    return dist
+
+
+def _norms(points_t: np.ndarray) -> np.ndarray:
+    """Euclidean norms of the columns of ``points_t``, feature by feature."""
+    total = points_t[0] * points_t[0]
+    for f in range(1, points_t.shape[0]):
+        total += points_t[f] * points_t[f]
+    return np.sqrt(total)
+
+
+def _order(
+    fast: np.ndarray,
+    tolerance: np.ndarray,
+    index_bits: int,
+    work: _Workspace,
+    careful: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Column positions of every row in (careful distance, position) order.
+
+    ``fast`` holds approximations (>= 0) of the careful distances, within
+    ``tolerance[row] / 2`` of them (0 when they are the careful distances);
+    ``careful(rows, positions)`` computes careful distances of pairs.
+
+    A row is sorted as one array of 64-bit keys: the fast distance's bits in
+    the high bits, the position in the low ``index_bits`` (sorting integers
+    is several times faster than an argsort). Two neighbours in that order
+    can be out of the exact order only when their fast distances differ by at
+    most the tolerance plus what the key truncated; such neighbours are
+    chained into runs, and each run is sorted again by (careful distance,
+    position). Every other pair is separated by more than any error, so the
+    result is exactly the lexicographic order of (careful distance, position).
+    ``fast`` is overwritten; the result is a view of ``work.keys``.
+    """
+    rows, n = fast.shape
+    keys, spare, links = work.keys[:rows], work.spare[:rows], work.links[:rows]
+    shift = np.uint64(index_bits)
+    np.right_shift(fast.view(np.uint64), shift, out=keys)
+    keys <<= shift
+    keys |= np.arange(n, dtype=np.uint64)
+    keys.sort(axis=1)
+    low = np.uint64((1 << index_bits) - 1)
+    # the sorted fast distances, truncated: within `slack` below the fast ones
+    np.bitwise_and(keys, ~low, out=spare)
+    truncated = spare.view(np.float64)
+    gaps = np.subtract(truncated[:, 1:], truncated[:, :-1], out=fast[:, :-1])
+    slack = np.multiply(
+        truncated[:, :-1], 2.0 ** (index_bits - 51), out=work.extra[:rows, :-1]
+    )
+    gaps -= slack
+    gaps -= tolerance[:, None]
+    np.less_equal(gaps, 1e-300, out=links[:, :-1])
+    keys &= low
+    order = keys.view(np.int64)
+    linked = links[:, :-1]
+    if linked.any():
+        _resolve_runs(order, linked, careful)
+    return order
+
+
+def _resolve_runs(
+    order: np.ndarray,
+    linked: np.ndarray,
+    careful: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> None:
+    """Sort, in place, each run of ``order`` chained by ``linked`` (entry j
+    links positions j and j+1 of its row) by (careful distance, position)."""
+    rows, n = order.shape
+    in_run = np.zeros((rows, n), dtype=bool)
+    in_run[:, :-1] |= linked
+    in_run[:, 1:] |= linked
+    r, j = np.nonzero(in_run)
+    # a run starts where a member is not linked to the one before it
+    starts = np.ones(len(r), dtype=bool)
+    inner = j > 0
+    starts[inner] = ~linked[r[inner], j[inner] - 1]
+    run = np.cumsum(starts)
+    positions = order[r, j]
+    by = np.lexsort((positions, careful(r, positions), run))
+    order[r, j] = positions[by]
+
+
+class KNNUtility(Utility):
+    """The KNN classification utility: u(S) = mean over test points of the
+    fraction of the K nearest points of S that share the test point's label.
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features; class labels. With ``groups`` the players are the
+        groups and u(S) is the utility of the union of their rows.
+    k : int
+        K, the number of neighbours (>= 1; larger than the training set is
+        allowed: every point of S then votes, still divided by K).
+    metric : {"euclidean", "sqeuclidean", "manhattan", "cosine"}
+        "euclidean" and "sqeuclidean" give the same order (ranked by the
+        squared distance) and so the same values; "cosine" is
+        ``1 - cos(angle)`` (points of zero norm are refused).
+    memory_budget : int
+        Bytes of (block x N) temporaries per task; test points are processed
+        in sub-blocks under it (at least one test point at a time).
+
+    Notes
+    -----
+    ``evaluate`` sorts the coalition's distances for every test point (a
+    stable sort, so ties go to the smaller training row index, as in the
+    valuation): it is the brute-force reference, not a fast path.
+    """
+
+    def __init__(
+        self,
+        data: Dataset,
+        k: int,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+    ) -> None:
+        if not isinstance(data, Dataset):
+            raise TypeError(
+                f"data must be a daskval.Dataset, got {type(data).__name__}"
+            )
+        self.k = check_positive_int(k, "k")
+        if not isinstance(metric, str) or metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
+        self.memory_budget = check_positive_int(memory_budget, "memory_budget")
+        self.data = data
+        self.n = data.n
+        self.default = 0.0
+        x_train = _as_float_matrix(data.x_train, "x_train")
+        self.x_test = _as_float_matrix(data.x_test, "x_test")
+        # the features as given define the (careful) distances and their ties;
+        # centred copies make the matrix-product expansion accurate (the
+        # distances are translation invariant; see _fast_distances)
+        centre = np.zeros(x_train.shape[1])
+        if metric != "cosine":
+            centre = x_train.mean(axis=0)
+        self.centred_train_t = np.ascontiguousarray((x_train - centre).T)
+        self.centred_test = self.x_test - centre
+        self.y_train, self.y_test = _check_labels(data.y_train, data.y_test)
+        # training points as columns: the distance loop reads contiguous rows
+        self.train_t = np.ascontiguousarray(x_train.T)
+        self.n_train, self.n_test = x_train.shape[0], self.x_test.shape[0]
+        self.train_squares = np.einsum(
+            "ij,ij->j", self.centred_train_t, self.centred_train_t
+        )
+        self.max_train_square = float(self.train_squares.max())
+        test_squares = np.einsum("ij,ij->i", self.centred_test, self.centred_test)
+        if not (np.isfinite(self.max_train_square) and np.isfinite(test_squares).all()):
+            raise ValueError(
+                "features too large: their squares overflow float64; rescale them"
+            )
+        self.train_norms: np.ndarray | None = None
+        if metric == "cosine":
+            self.train_norms = _norms(self.train_t)
+            if (
+                not (self.train_norms > 0).all()
+                or not (_norms(self.x_test.T) > 0).all()
+            ):
+                raise ValueError(
+                    "metric='cosine' is undefined for points of zero norm; "
+                    "remove them or use metric='euclidean'"
+                )
+        # the group of every training row (None: players are rows)
+        self.row_players: np.ndarray | None = None
+        if data.groups is not None:
+            self.row_players = np.empty(self.n_train, dtype=np.int64)
+            for player in range(data.n):
+                self.row_players[data.rows(np.array([player]))] = player
+        self._fingerprint: str | None = None
+
+    # -- identity ---------------------------------------------------------------
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            data = self.data
+            assert data is not None, "fingerprint() is computed on the client"
+            self._fingerprint = _sha(
+                "daskval.KNNUtility/1", data.fingerprint(), str(self.k), self.metric
+            )
+        return self._fingerprint
+
+    def identity(self) -> str:
+        # the block size changes how sums are grouped (1e-16), not the game
+        return _sha(self.fingerprint(), str(self.memory_budget))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "class": "KNNUtility",
+            "n": self.n,
+            "k": self.k,
+            "metric": self.metric,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the workers need the arrays above, not the Dataset (half the bytes)
+        self.fingerprint()
+        state = self.__dict__.copy()
+        state["data"] = None
+        return state
+
+    # -- the game -----------------------------------------------------------------
+    def _block_size(self, columns: int) -> int:
+        """Test points per sub-block: within the memory budget, and small
+        enough for the block's rows to stay in cache (several times faster
+        than larger blocks at N = 20 000)."""
+        rows = min(self.memory_budget // _BYTES_PER_ELEMENT, _CACHE_ELEMENTS)
+        return max(1, rows // max(1, columns))
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players): the KNN utility of the coalition, by sorting its
+        distances to every test point (the brute-force reference)."""
+        stats.n_evaluations += 1
+        players = np.asarray(players, dtype=np.int64)
+        if self.row_players is None:
+            rows = np.unique(players)
+        else:
+            rows = np.flatnonzero(np.isin(self.row_players, players))
+        if len(rows) == 0:
+            return 0.0
+        nearest = min(self.k, len(rows))
+        columns = np.ascontiguousarray(self.train_t[:, rows])
+        norms = None if self.train_norms is None else self.train_norms[rows]
+        labels = self.y_train[rows]
+        block = self._block_size(len(rows))
+        hits = 0
+        for t0 in range(0, self.n_test, block):
+            t1 = min(self.n_test, t0 + block)
+            dist = _distances(self.x_test[t0:t1], columns, self.metric, norms)
+            ranked = np.argsort(dist, axis=1, kind="stable")[:, :nearest]
+            hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
+        return hits / (self.k * self.n_test)
+
+    # -- the closed form -------------------------------------------------------------
+    def _fast_distances(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Distances of test points ``start .. stop-1`` to every training
+        point into ``out`` (clipped at 0), within half the returned per-row
+        tolerance of the careful ones: by matrix products of the centred
+        features for the euclidean and cosine metrics, the careful distances
+        themselves (tolerance 0) otherwise.
+
+        Error bounds (u = 2**-53, d features, norms of centred points):
+        centring moves a squared distance by at most 4 u (|x|^2 + |t|^2), the
+        expansion |x|^2 + |t|^2 - 2 x.t is within (3d + 6) u (|x|^2 + |t|^2)
+        of the exact square, the careful sum within 2 (d + 2) u (|x|^2 +
+        |t|^2); half the tolerance is 8 (d + 2) u (max |x|^2 + |t|^2), with
+        margin (a cosine: 8 (d + 2) u).
+        """
+        x = self.centred_test[start:stop]
+        d = x.shape[1]
+        if self.metric == "manhattan":
+            _distances(self.x_test[start:stop], self.train_t, self.metric, out=out)
+            return np.zeros(x.shape[0])
+        np.matmul(x, self.centred_train_t, out=out)
+        if self.metric == "cosine":
+            assert self.train_norms is not None
+            out /= self.train_norms
+            out /= _norms(x.T)[:, None]
+            np.subtract(1.0, out, out=out)
+            bound = np.full(x.shape[0], 8.0 * (d + 2) * _EPS)
+        else:
+            test_squares = np.einsum("ij,ij->i", x, x)
+            out *= -2.0
+            out += self.train_squares
+            out += test_squares[:, None]
+            bound = 8.0 * (d + 2) * _EPS * (self.max_train_square + test_squares)
+        np.maximum(out, 0.0, out=out)
+        return 2.0 * bound
+
+    def point_values(
+        self, start: int, stop: int, work: _Workspace | None = None
+    ) -> np.ndarray:
+        """KNN-Shapley values of every player (columns) for the test points
+        ``start .. stop-1`` (rows), in one block; :meth:`shapley_moments`
+        bounds the memory. The result is a view into ``work`` when given."""
+        n, rows = self.n_train, stop - start
+        work = _Workspace(rows, n) if work is None else work
+        x = self.x_test[start:stop]
+        dist = work.dist[:rows]
+        tolerance = self._fast_distances(start, stop, dist)
+
+        def careful(r: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            columns = self.train_t[:, positions]
+            norms = None if self.train_norms is None else self.train_norms[positions]
+            return _pair_distances(x[r], columns, self.metric, norms)
+
+        order = _order(dist, tolerance, max(1, (n - 1).bit_length()), work, careful)
+        return _values(
+            order,
+            self.y_train,
+            self.y_test[start:stop],
+            self.k,
+            self.row_players,
+            self.n,
+            work,
+        )
+
+    def shapley_moments(self, start: int, stop: int) -> Moments:
+        """Per-player moments over test points ``start .. stop-1`` of their
+        KNN-Shapley values, computed in sub-blocks within the memory budget."""
+        block = min(stop - start, self._block_size(self.n_train))
+        work = _Workspace(block, self.n_train)
+        sums = MomentSums(self.n)
+        for t0 in range(start, stop, block):
+            sums.add(self.point_values(t0, min(stop, t0 + block), work))
+        return sums.moments()
+
+
+def _values(
+    order: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    row_players: np.ndarray | None,
+    n_players: int,
+    work: _Workspace,
+) -> np.ndarray:
+    """The recursion: values (test points x players) from each test point's
+    training rows in rank order (``order``, nearest first).
+
+    A view of ``work.dist`` without groups; with groups (``row_players``:
+    the player of each row) a group's value is the sum of its members'.
+    """
+    rows = order.shape[0]
+    dist, ranked = work.dist[:rows], work.spare[:rows].view(np.float64)
+    # m_i = 1[y_{alpha_i} = y_t], in rank order
+    matches = np.equal(
+        np.take(labels, order), test_labels[:, None], out=work.flags[:rows]
+    )
+    ranked[...] = matches
+    # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
+    # w_i = min(K, i) / (K i)
+    np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
+    dist[:, -1] = ranked[:, -1]
+    dist *= work.weights(k)
+    # s_i = sum_{j >= i} increment_j, still in rank order
+    np.cumsum(dist[:, ::-1], axis=1, out=ranked[:, ::-1])
+    if row_players is None:
+        # back to training-row order (dist is free again): one flat scatter
+        # (``order`` is used up)
+        order += (np.arange(rows) * order.shape[1])[:, None]
+        dist.ravel()[order.ravel()] = ranked.ravel()
+        return dist
+    # a group's value: the sum of its members' values
+    slots = np.take(row_players, order)
+    slots += n_players * np.arange(rows)[:, None]
+    summed = np.bincount(
+        slots.ravel(), weights=ranked.ravel(), minlength=rows * n_players
+    )
+    return summed.reshape(rows, n_players)
+
+
+class MomentSums:
+    """Per-player moments of values added block by block (test points x
+    players), without (block x players) temporaries beyond one.
+
+    The sums of the values are plain sums; the squared deviations come from
+    sums of the values shifted by those of the first test point (a stable
+    one-pass variance).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.count = 0
+        self.total, self.shifted, self.squares = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.shift: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        """Add a block; ``values`` may be overwritten."""
+        if self.shift is None:
+            self.shift = values[0].copy()
+        self.count += values.shape[0]
+        self.total += values.sum(axis=0)
+        values -= self.shift
+        self.shifted += values.sum(axis=0)
+        values *= values
+        self.squares += values.sum(axis=0)
+
+    def moments(self) -> Moments:
+        count = max(self.count, 1)
+        m2 = np.maximum(self.squares - self.shifted * self.shifted / count, 0.0)
+        counts = np.full(len(self.total), self.count, dtype=np.int64)
+        return Moments(counts, self.total, m2)
+
+
+class _Workspace:
+    """Buffers of one task's sub-blocks (rows x N), reused from block to block
+    (fresh arrays of this size would be page-faulted in on every block)."""
+
+    def __init__(self, rows: int, n: int) -> None:
+        self.n = n
+        self.dist = np.empty((rows, n))
+        self.keys = np.empty((rows, n), dtype=np.uint64)
+        self.spare = np.empty((rows, n), dtype=np.uint64)
+        self.extra = np.empty((rows, n))
+        self.flags = np.empty((rows, n), dtype=bool)
+        self.links = np.empty((rows, n), dtype=bool)
+        self._weights: tuple[int, np.ndarray] | None = None
+
+    def weights(self, k: int) -> np.ndarray:
+        """min(K, i) / (K i) for ranks i = 1 .. N."""
+        if self._weights is None or self._weights[0] != k:
+            ranks = np.arange(1, self.n + 1, dtype=np.float64)
+            self._weights = (k, np.minimum(k, ranks) / (k * ranks))
+        return self._weights[1]
+
+
+class KNNShapleyPlan(Plan):
+    """Sample ``j`` is test point ``j``; one "evaluation" per test point."""
+
+    statistics = ("values",)
+
+    def __init__(self, n: int, n_test: int) -> None:
+        self.n, self.seed, self.n_test = n, 0, n_test
+
+    def sample_limit(self) -> int | None:
+        return self.n_test
+
+    def max_evaluations_per_sample(self) -> int:
+        return 1
+
+    def fixed_evaluations_per_sample(self) -> int | None:
+        return 1
+
+    def run(
+        self, utility: Utility, start: int, stop: int, stats: EvalStats
+    ) -> tuple[dict[str, Statistic], np.ndarray]:
+        # utility: the broadcast KNNUtility, or the memo's wrapper, which
+        # forwards shapley_moments to it
+        moments: Moments = utility.shapley_moments(start, stop)  # type: ignore[attr-defined]
+        stats.n_evaluations += stop - start
+        return {"values": moments}, np.ones(stop - start, dtype=np.int32)
+
+    def estimate(self, moments: dict[str, Statistic]) -> Estimate:
+        m = moments["values"]
+        assert isinstance(m, Moments)
+        return m.mean, m.stderr, m.count.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"plan": "knn_shapley", "n": self.n, "n_test": self.n_test}
+
+
+class KNNShapleyValuation(Valuation):
+    """Exact KNN-Shapley values of the training points (Jia et al., 2019b).
+
+    The value of a training point is the mean over the test points of its
+    Shapley value in the game ``U_t(S)``: the fraction of the K nearest points
+    of ``S`` to test point ``t`` that carry ``t``'s label (see the module
+    docstring for the recursion). The values are exact and sum to
+    ``u(all points)`` (efficiency, with ``u(empty) = 0``).
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features and class labels (regression targets are refused).
+        With ``Dataset(groups=...)`` the value of a group is the **sum of its
+        members' KNN-Shapley values** (recorded in the metadata as
+        ``"group_values": "sum of member values"``), which is not the Shapley
+        value of the game whose players are the groups.
+    k : int
+        The number of neighbours, K >= 1.
+    metric : str
+        ``"euclidean"`` (default; ranked by the squared distance, so
+        ``"sqeuclidean"`` gives the same values), ``"sqeuclidean"``,
+        ``"manhattan"`` or ``"cosine"``.
+    memory_budget : int
+        Bytes of temporaries per task (default 256 MiB): a task processes its
+        test points in sub-blocks of about ``memory_budget / (48 N)`` points
+        (fewer when N is large: sub-blocks also stay small for the cache).
+    train_chunk_size : int, optional
+        Split the training set into chunks of this many rows, each held by
+        one worker, instead of broadcasting it to every worker (see
+        :mod:`daskval.engine.knn_chunked`; same values to ~1e-16). ``fit()``
+        also does this on its own when the data would exceed the share of
+        the smallest worker's memory limit that a broadcast may take.
+        The chunked path runs through :meth:`fit` only: no :meth:`submit`
+        handle, checkpoints or progress events.
+
+    Notes
+    -----
+    Ties in distance go to the smaller training row index. The standard
+    errors are those of a mean over test points (the spread of the points'
+    per-test-point values divided by sqrt(n_test)): they say how much the
+    values would move with another test set of the same size, not how far
+    they are from the exact values for this one (they are exact). Each test
+    point counts as one evaluation. Costs one sort of N distances per test
+    point; the test points are spread over the cluster as tasks and their
+    statistics tree-summed, and the data reach each worker once.
+
+    Examples
+    --------
+    >>> v = KNNShapleyValuation(data, k=5).fit()  # doctest: +SKIP
+    >>> v.result_.values  # doctest: +SKIP
+    """
+
+    method_name = "knn_shapley"
+
+    def __init__(
+        self,
+        data: Dataset,
+        k: int,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+        train_chunk_size: int | None = None,
+    ) -> None:
+        utility = KNNUtility(data, k, metric=metric, memory_budget=memory_budget)
+        super().__init__(utility, stop=None, seed=0)
+        self.utility: KNNUtility = utility
+        self.train_chunk_size = (
+            None
+            if train_chunk_size is None
+            else check_positive_int(train_chunk_size, "train_chunk_size")
+        )
+
+    def submit(self, client: Any = None, **kwargs: Any) -> Any:
+        """Start the broadcast path without blocking (see
+        :meth:`~daskval.methods.base.Valuation.submit`)."""
+        if self.train_chunk_size is not None:
+            raise ValueError(
+                "train_chunk_size runs through fit() only (no handle, "
+                "checkpoints or progress); call fit()"
+            )
+        return super().submit(client, **kwargs)
+
+    def fit(self, client: Any = None, **kwargs: Any) -> KNNShapleyValuation:
+        """Run to the end; the arguments are those of
+        :meth:`~daskval.methods.base.Valuation.fit`. With the training set
+        chunked over the workers (``train_chunk_size``, or a dataset too large
+        to broadcast), only ``client`` is accepted."""
+        from daskval.engine.cluster import resolve_client
+        from daskval.engine.knn_chunked import chunk_size_for, run_chunked
+
+        if self.train_chunk_size is not None and kwargs:
+            raise ValueError(
+                f"with train_chunk_size, fit() takes only client=; got {sorted(kwargs)}"
+            )
+        if kwargs:  # engine options: the broadcast path (which checks them)
+            super().fit(client, **kwargs)
+            return self
+        resolved = resolve_client(client)
+        size = self.train_chunk_size or chunk_size_for(resolved, self.utility)
+        if size is None:
+            super().fit(resolved)
+            return self
+        result = run_chunked(self, resolved, size)
+        self.result_, self.results_ = result, {self.method_name: result}
+        return self
+
+    def make_plan(self) -> Plan:
+        return KNNShapleyPlan(self.utility.n, self.utility.n_test)
+
+    def describe(self) -> dict[str, Any]:
+        grouped = self.utility.row_players is not None
+        return {
+            **super().describe(),
+            "k": self.utility.k,
+            "metric": self.utility.metric,
+            "tie_break": "training row index",
+            "group_values": "sum of member values" if grouped else None,
+        }
