@@ -305,7 +305,7 @@ def _minimal_subsidy(
     per_round = max(2 * n, 16)
     # seed: the constraints the equal split violates most
     equal = b - centre * _popcount(packed)
-    working = np.argsort(-equal, kind="stable")[: min(k, 4 * per_round)]
+    working = np.argsort(-equal, kind="stable")[: min(k, 2 * per_round)]
     for rounds in range(1, _MAX_ROUNDS + 1):
         v, e, duals = _lp(_dense(packed, working, n), b[working], total, bounds)
         excess = b - coalition_sums(packed, v)
