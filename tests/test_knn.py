@@ -234,7 +234,9 @@ def test_same_values_on_one_and_two_workers_and_in_process(
     valuation = KNNShapleyValuation(data, 4)
     expected, expected_se = in_process(valuation)
     for c in (client, client1):
-        result = KNNShapleyValuation(data, 4).fit(client=c, samples_per_task=7).result_
+        # through the workers' memo (its wrapper forwards shapley_moments)
+        valuation = KNNShapleyValuation(data, 4)
+        result = valuation.fit(client=c, samples_per_task=7, memo=True).result_
         assert result is not None and result.status == "completed"
         assert result.n_samples == 61 and result.n_evaluations == 61
         np.testing.assert_array_equal(result.counts, 61)
@@ -242,8 +244,8 @@ def test_same_values_on_one_and_two_workers_and_in_process(
         np.testing.assert_allclose(result.stderr, expected_se, rtol=1e-9)
         assert result.metadata["method"] == "knn_shapley"
         assert result.metadata["k"] == 4
-    # sized by the engine, without the memo
-    result = KNNShapleyValuation(data, 4).fit(client=client, memo=False).result_
+    # sized by the engine, without the memo (the default)
+    result = KNNShapleyValuation(data, 4).fit(client=client).result_
     assert result is not None
     np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-12)
 

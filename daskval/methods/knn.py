@@ -712,13 +712,15 @@ class KNNShapleyValuation(Valuation):
 
     def submit(self, client: Any = None, **kwargs: Any) -> Any:
         """Start the broadcast path without blocking (see
-        :meth:`~daskval.methods.base.Valuation.submit`)."""
+        :meth:`~daskval.methods.base.Valuation.submit`; the workers' memo is
+        off unless ``memo=`` says otherwise: the closed form evaluates no
+        coalitions)."""
         if self.train_chunk_size is not None:
             raise ValueError(
                 "train_chunk_size runs through fit() only (no handle, "
                 "checkpoints or progress); call fit()"
             )
-        return super().submit(client, **kwargs)
+        return super().submit(client, **{"memo": False, **kwargs})
 
     def fit(self, client: Any = None, **kwargs: Any) -> KNNShapleyValuation:
         """Run to the end; the arguments are those of
@@ -733,12 +735,12 @@ class KNNShapleyValuation(Valuation):
                 f"with train_chunk_size, fit() takes only client=; got {sorted(kwargs)}"
             )
         if kwargs:  # engine options: the broadcast path (which checks them)
-            super().fit(client, **kwargs)
+            super().fit(client, **{"memo": False, **kwargs})
             return self
         resolved = resolve_client(client)
         size = self.train_chunk_size or chunk_size_for(resolved, self.utility)
         if size is None:
-            super().fit(resolved)
+            super().fit(resolved, memo=False)
             return self
         result = run_chunked(self, resolved, size)
         self.result_, self.results_ = result, {self.method_name: result}
