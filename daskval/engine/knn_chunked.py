@@ -130,7 +130,14 @@ def chunk_size_for(client: Client, utility: KNNUtility) -> int | None:
     if not limits:
         return None
     share = _MEMORY_SHARE * min(limits)
-    size = utility_nbytes(utility)
+    # what a worker would hold: the arrays the utility ships (it keeps the
+    # training features twice, as given and centred), or the dataset's
+    shipped = sum(
+        value.nbytes
+        for value in utility.__getstate__().values()
+        if isinstance(value, np.ndarray)
+    )
+    size = max(shipped, utility_nbytes(utility))
     if size <= share:
         return None
     # a quarter of the share per chunk: a worker holds several, and the blocks
