@@ -4,6 +4,7 @@ statistic and its checkpoints, runs on real clusters, and bad input."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -337,6 +338,50 @@ def test_monte_carlo_is_deterministic_across_workers(client: Any, client1: Any) 
     masks, u, total = table(game)
     assert runs[0].subsidy_ is not None
     assert runs[0].subsidy_ <= solve_least_core(masks, u, total).subsidy + 1e-12
+
+
+def test_too_few_constraints_give_nan_values_and_say_why(client: Any) -> None:
+    valuation = LeastCoreValuation(MinerGame(6), n_samples=3, seed=0).fit(client)
+    result = valuation.result_
+    assert result is not None and result.status == "completed"
+    assert np.isnan(result.values).all() and valuation.subsidy_ is None
+    assert (
+        "do not bound the least core"
+        in (result.metadata["plan"]["least_core"]["error"])
+    )
+    assert result.n_samples == 3
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_values(
+    client: Any, tmp_path: Any
+) -> None:
+    """The Rows statistic goes through the engine's checkpoints: interrupt a
+    Monte Carlo run, resume it, and get the uninterrupted run's values."""
+    path = tmp_path / "least-core.npz"
+
+    def make() -> LeastCoreValuation:
+        return LeastCoreValuation(MinerGame(6), n_samples=3000, seed=2)
+
+    handle = make().submit(
+        client,
+        checkpoint=path,
+        checkpoint_interval=0.05,
+        samples_per_task=3,
+        memo=False,
+    )
+    while handle.progress["n_samples"] == 0 and not handle.done():
+        time.sleep(0.01)
+    handle.cancel(status="interrupted")
+    partial = handle.result()
+    saved = load_checkpoint(path)
+    assert saved.n_samples == partial.n_samples
+    resumed = make().fit(client, resume=path, samples_per_task=7)
+    reference = make().fit(client)
+    assert resumed.result_ is not None and reference.result_ is not None
+    np.testing.assert_array_equal(resumed.result_.values, reference.result_.values)
+    assert resumed.subsidy_ == reference.subsidy_
+    assert resumed.result_.n_evaluations == reference.result_.n_evaluations
+    assert 0 < saved.n_samples < 3000  # it was interrupted mid-run
 
 
 def test_groups_are_the_players(client: Any) -> None:

@@ -37,6 +37,7 @@ References
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,8 @@ __all__ = [
     "LeastCoreValuation",
     "solve_least_core",
 ]
+
+logger = logging.getLogger("daskval")
 
 # 2^20 - 2 constraints: about a million utility calls, and a 12 MB constraint set
 MAX_EXACT_LEAST_CORE_PLAYERS = 20
@@ -413,6 +416,15 @@ def _least_distance(g: np.ndarray, h: np.ndarray) -> np.ndarray:
     return z
 
 
+def _solve_rows(rows: Rows, total: float, n: int) -> LeastCoreSolution:
+    if len(rows) == 0:
+        raise ValueError(
+            "no least-core constraint was sampled (every sample drew the empty "
+            "set or all players): raise n_samples"
+        )
+    return solve_packed(rows["coalitions"], rows["utilities"], total, n)
+
+
 # -- the plan ------------------------------------------------------------------
 
 
@@ -441,6 +453,7 @@ class LeastCorePlan(Plan):
         self.n_samples = n_samples
         self.u_full = float("nan")
         self.solution: LeastCoreSolution | None = None
+        self.problem: str | None = None  # why the rows could not be solved
         self._solved_rows = -1
 
     @property
@@ -501,20 +514,21 @@ class LeastCorePlan(Plan):
 
     def _solve(self, rows: Rows) -> Estimate:
         if len(rows) != self._solved_rows:
-            if len(rows) == 0:
-                raise ValueError(
-                    "no least-core constraint was sampled: every sample drew the "
-                    "empty set or all players; raise n_samples"
-                )
-            self.solution = solve_packed(
-                rows["coalitions"], rows["utilities"], self.u_full, self.n
-            )
+            self.solution, self.problem = None, None
+            try:
+                self.solution = _solve_rows(rows, self.u_full, self.n)
+            except ValueError as exc:
+                # too few constraints (an interrupted run, a small budget):
+                # the result keeps its samples and says why it has no values
+                self.problem = str(exc)
+                logger.warning("least core: %s", exc)
             self._solved_rows = len(rows)
-        assert self.solution is not None
+        counts = player_counts(rows["coalitions"], self.n)
+        if self.solution is None:
+            return np.full(self.n, np.nan), np.full(self.n, np.nan), counts
         # exact: no sampling error; Monte Carlo: no standard error is defined
         # (the values are not a mean), so NaN rather than a made-up number
         stderr = np.zeros(self.n) if self.exact else np.full(self.n, np.nan)
-        counts = player_counts(rows["coalitions"], self.n)
         return self.solution.values.copy(), stderr, counts
 
     def estimate(self, moments: dict[str, Statistic]) -> Estimate:
@@ -550,6 +564,8 @@ class LeastCorePlan(Plan):
             ),
             "n_samples": self.sample_limit(),
         }
+        if self.problem is not None:
+            description["least_core"] = {"subsidy": None, "error": self.problem}
         if self.solution is not None:
             # after the run: what the solver found (result metadata only; a
             # checkpoint's identity is taken before any solve)
@@ -599,8 +615,11 @@ class LeastCoreValuation(Valuation):
         ``subsidy`` (e*), ``max_violation`` (of the constrained coalitions,
         at most ``1e-9`` times the utilities' scale), ``n_constraints``
         (distinct coalitions) and the cutting-plane statistics.
-    subsidy_ : float
-        e*, after :meth:`fit`.
+    subsidy_ : float or None
+        e*, after :meth:`fit`; None when the sampled constraints leave the
+        subsidy unbounded (too few samples, or an interrupted run): then the
+        values are NaN and ``metadata["plan"]["least_core"]["error"]`` says
+        why.
 
     Notes
     -----
