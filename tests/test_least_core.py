@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.stats
 from sklearn.linear_model import LogisticRegression
 
 import daskval as dv
@@ -235,6 +236,33 @@ def test_monte_carlo_converges_to_the_exact_least_core() -> None:
     assert subsidies[-1] == pytest.approx(exact.subsidy, abs=EXACT)
     assert violations[-1] <= 1e-9
     assert violations[0] > violations[-1]
+
+
+@pytest.mark.parametrize(
+    "game",
+    [AirportGame([1, 2, 3, 3, 4, 6, 7, 7, 9, 10, 12.0]), MinerGame(11)],
+    ids=repr,
+)
+def test_monte_carlo_solution_violates_few_constraints(game: Game) -> None:
+    """The scenario approach (Calafiore & Campi, 2006) bounds how many
+    constraints a program over K i.i.d. sampled constraints violates: with
+    d = n + 1 decision variables (v, e) and a unique solution (the
+    egalitarian tie-break), the probability V that a random coalition's
+    constraint is violated satisfies P(V > eps) <= Binom(K, eps).cdf(d - 1).
+    The tolerance is the eps at which that is 1e-3; V is computed exactly
+    over all 2^n - 2 coalitions (uniform sampling draws them equally)."""
+    n, k = game.n, 1000
+    masks, u, _ = table(game)
+    plan = LeastCorePlan(n, 1, "least-core", UniformSampler(), k)
+    moments = _plan_rows(plan, game, k)
+    values, _, _ = plan.estimates(moments)["least-core"]  # type: ignore[index]
+    assert plan.solution is not None
+    rows = len(moments["constraints"])  # proper nonempty draws only
+    violated = np.mean(u - masks @ values > plan.solution.subsidy + 1e-9)
+    eps = scipy.optimize.brentq(
+        lambda e: scipy.stats.binom.cdf(n, rows, e) - 1e-3, 1e-12, 1 - 1e-12
+    )
+    assert violated <= eps
 
 
 def test_samples_of_the_empty_or_grand_coalition_add_nothing() -> None:
