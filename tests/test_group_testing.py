@@ -193,6 +193,9 @@ def test_matches_exact_shapley_on_a_cluster(client: Any) -> None:
     check = result.metadata["plan"]["group_testing"]
     assert check["feasible"] and check["max_pair_violation"] <= 1e-12
     assert check["pair_tolerance"] == pytest.approx(0.1 / (2 * math.sqrt(6)))
+    # 6000 samples are far below what the (0.1, 0.05) guarantee needs
+    assert check["bound_samples"] == group_testing_sample_size(6, 0.1, 0.05)
+    assert not check["bound_met"]
 
 
 def test_deterministic_across_one_and_two_workers(client: Any, client1: Any) -> None:

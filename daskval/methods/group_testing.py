@@ -175,11 +175,17 @@ class GroupTestingPlan(Plan):
     statistics = ("differences",)
 
     def __init__(
-        self, n: int, seed: int, n_samples: int, epsilon: float, solver: str
+        self,
+        n: int,
+        seed: int,
+        n_samples: int,
+        epsilon: float,
+        solver: str,
+        delta: float = 0.05,
     ) -> None:
         self.n, self.seed = n, seed
         self.n_samples = n_samples
-        self.epsilon = epsilon
+        self.epsilon, self.delta = epsilon, delta
         self.solver = solver
         self.sizes, self.q, self.z = _size_law(n)
         self.u_empty = self.u_full = float("nan")
@@ -241,11 +247,15 @@ class GroupTestingPlan(Plan):
         residual = values - means
         violation = float(residual.max() - residual.min())
         tolerance = self.epsilon / (2 * math.sqrt(self.n))
+        needed = group_testing_sample_size(self.n, self.epsilon, self.delta)
         return {
             "max_pair_violation": violation,
             "pair_tolerance": tolerance,
             "feasible": bool(violation <= tolerance),
             "efficiency_gap": float(values.sum() - (self.u_full - self.u_empty)),
+            # the (epsilon, delta) guarantee needs this many samples
+            "bound_samples": needed,
+            "bound_met": bool(self.n_samples >= needed),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -255,6 +265,7 @@ class GroupTestingPlan(Plan):
             "seed": self.seed,
             "n_samples": self.n_samples,
             "epsilon": self.epsilon,
+            "delta": self.delta,
             "solver": self.solver,
         }
         if self.check is not None:
@@ -308,9 +319,12 @@ class GroupTestingShapleyValuation(Valuation):
     ``u(N) - u(empty)`` exactly. ``result_.metadata["plan"]["group_testing"]``
     holds the feasibility check: ``max_pair_violation`` (the largest
     ``|(s_i - s_j) - Delta_ij|``), ``pair_tolerance``, ``feasible`` and
-    ``efficiency_gap``. The method needs far more utility calls than
-    permutation or MSR sampling for the same accuracy on small games; it is
-    here for comparison with the literature.
+    ``efficiency_gap``; and whether the run had the samples the
+    (epsilon, delta) bound asks for (``bound_samples``, ``bound_met``).
+
+    The method needs far more utility calls than permutation or MSR
+    sampling for the same accuracy on small games; it is here for comparison
+    with the literature.
     """
 
     method_name = "group-testing-shapley"
@@ -354,5 +368,10 @@ class GroupTestingShapleyValuation(Valuation):
 
     def make_plan(self) -> Plan:
         return GroupTestingPlan(
-            self.utility.n, self.seed, self.n_samples, self.epsilon, self.solver
+            self.utility.n,
+            self.seed,
+            self.n_samples,
+            self.epsilon,
+            self.solver,
+            self.delta,
         )
