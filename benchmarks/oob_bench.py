@@ -318,7 +318,7 @@ def parent(args: argparse.Namespace) -> int:
     load = os.getloadavg()
     records = []
     for pair in range(args.pairs):
-        order = list(CONTENDERS if pair % 2 == 0 else reversed(CONTENDERS))
+        order = args.contenders if pair % 2 == 0 else args.contenders[::-1]
         for contender in order:
             record = run_child(args, contender)
             record["pair"] = pair
@@ -370,10 +370,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="depth of the trees (default: unlimited)",
     )
     parser.add_argument("--pairs", type=int, default=1)
+    parser.add_argument(
+        "--contenders",
+        type=lambda s: s.split(","),
+        default=list(CONTENDERS),
+        help=f"comma-separated, of {','.join(CONTENDERS)} (default: all)",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("-o", "--output", type=Path, default=None)
     parser.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    unknown = set(args.contenders) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contenders {sorted(unknown)}; choose from {CONTENDERS}")
     if args.n is None:
         args.n = 2000 if args.smoke else 100_000
     if args.estimators is None:

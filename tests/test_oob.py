@@ -213,6 +213,24 @@ def test_custom_score_on_the_cluster(client: Client) -> None:
     np.testing.assert_allclose(result.values, want[0], rtol=1e-8)
 
 
+def test_pandas_inputs_give_the_values_of_arrays() -> None:
+    import pandas as pd
+
+    data, _ = cancer(80, flip=0.2)
+    columns = [f"f{i}" for i in range(data.x_train.shape[1])]
+    frames = dv.Dataset(
+        pd.DataFrame(data.x_train, columns=columns),
+        pd.Series(data.y_train),
+        pd.DataFrame(data.x_test, columns=columns),
+        pd.Series(data.y_test),
+    )
+    model = DecisionTreeClassifier(max_features="sqrt", random_state=0)
+    arrays = in_process(DataOOBValuation(data, model, n_estimators=10, seed=2))
+    tables = in_process(DataOOBValuation(frames, model, n_estimators=10, seed=2))
+    for got, want in zip(tables, arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 # --------------------------------------------------------------------------
 # what it is for
 
@@ -261,6 +279,22 @@ def test_same_values_in_process_on_one_and_two_workers(
         np.testing.assert_allclose(result.stderr, here[1], rtol=0, atol=1e-12)
     other_seed = in_process(DataOOBValuation(data, model, n_estimators=30, seed=12))
     assert not np.array_equal(other_seed[2], here[2])
+
+
+def test_a_checkpoint_resumes_to_the_same_values(client: Client, tmp_path: Any) -> None:
+    data, _ = cancer(60, flip=0.2)
+    path = tmp_path / "oob.npz"
+
+    def make() -> DataOOBValuation:
+        model = DecisionTreeClassifier(random_state=0)
+        return DataOOBValuation(data, model, n_estimators=12, seed=5)
+
+    first = on_cluster(make(), client, checkpoint=path)
+    again = make().fit(client=client, resume=path).result_
+    assert again is not None
+    assert again.n_samples == 12 and again.n_evaluations == 12
+    np.testing.assert_array_equal(again.values, first.values)
+    np.testing.assert_array_equal(again.counts, first.counts)
 
 
 # --------------------------------------------------------------------------
