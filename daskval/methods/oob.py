@@ -411,8 +411,8 @@ class DataOOBValuation(Valuation):
         cloned for every bootstrap. When it (or a step of it) has a
         ``random_state``, bootstrap ``j`` sets it from ``(seed, j)``.
     n_estimators : int
-        The number of bootstraps (default 200; the paper's experiments
-        used 800).
+        The number of bootstraps (default 200; the authors' reference
+        notebook uses 800 trees).
     max_samples : int or float, optional
         Points drawn per bootstrap: an int in ``[1, n]``, or a fraction in
         ``(0, 1]`` of the ``n`` players (rounded, at least 1). Default: ``n``.
@@ -450,20 +450,24 @@ class DataOOBValuation(Valuation):
     Failures. A bootstrap whose fit, prediction or score raises, returns a
     score of the wrong shape, or gives a non-finite score counts as a failed
     evaluation (``result.n_failed``, ``metadata["failures"]``) and adds
-    nothing to any point; the run goes on (it stops with an error only when
-    every fit fails). Classifiers fitted on a bootstrap that lacks a class
-    predict the classes they saw.
+    nothing to any point; the run goes on (it stops with an error, naming
+    the failure, only when every fit fails). Classifiers fitted on a
+    bootstrap that lacks a class predict the classes they saw.
 
     Weighting. Counts as ``sample_weight`` give the same model as repeated
     rows for estimators that honour scikit-learn's frequency semantics of
-    ``sample_weight``. Checked here: ``DecisionTreeClassifier`` (and forests
-    of them; with the default ``min_samples_split`` and ``min_samples_leaf``,
-    which count rows, not weight) gives identical trees; LogisticRegression
-    and other convex models reach the same optimum up to the solver's
-    tolerance; regression trees accumulate weighted sums in a different
-    order, which can flip near-tied splits deep in a tree, so their values
-    are of the same estimator but not bit-equal. Use ``"repeat"`` for the
-    definition whatever the model.
+    ``sample_weight``. Checked in the tests: ``DecisionTreeClassifier``
+    gives identical trees (with the default ``min_samples_split`` and
+    ``min_samples_leaf``; larger ones count rows, not weight, and may then
+    differ), ``LinearRegression`` the same fit to rounding. Convex models
+    fitted iteratively (LogisticRegression) reach the same optimum up to
+    the solver's tolerance. Regression trees accumulate
+    weighted sums in another order, which can flip near-tied splits deep in
+    a tree: their values are of the same estimator but not bit-equal. Use
+    ``"repeat"`` for the definition whatever the model.
+
+    A bootstrap that leaves no point out (possible for tiny ``n`` only) is
+    counted as an evaluation but not fitted, and adds nothing.
 
     Groups. With ``Dataset(groups=...)`` the players are the groups: a
     bootstrap draws ``max_samples`` groups with replacement and fits on
