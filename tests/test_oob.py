@@ -254,6 +254,23 @@ def test_flipped_labels_get_low_values(client: Client) -> None:
     assert np.all(np.isfinite(result.stderr))
 
 
+def test_stderr_is_calibrated_over_seeds() -> None:
+    # the spread of the values over seeds against the stderr each run reports
+    data, _ = cancer(60, flip=0.2)
+    model = DecisionTreeClassifier(max_depth=2, random_state=0)
+    runs = [
+        in_process(DataOOBValuation(data, model, n_estimators=30, seed=seed))
+        for seed in range(120)
+    ]
+    values = np.array([r[0] for r in runs])
+    stderr = np.array([r[1] for r in runs])
+    assert np.isfinite(values).all() and np.isfinite(stderr).all()
+    reported = np.sqrt(np.mean(stderr**2))
+    empirical = np.sqrt(np.mean(values.var(axis=0, ddof=1)))
+    print(f"stderr calibration: reported / empirical = {reported / empirical:.3f}")
+    assert 0.8 <= reported / empirical <= 1.25, (reported, empirical)
+
+
 # --------------------------------------------------------------------------
 # determinism
 
