@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
 import numpy as np
 from distributed import Client, Future
 
@@ -56,6 +55,7 @@ from daskval.engine.faults import (
     is_killed_worker,
 )
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
+from daskval.engine.packed import pack_call, submit_packed
 from daskval.engine.tasks import (
     UtilityRef,
     anchors_task,
@@ -287,7 +287,8 @@ class ValuationHandle:
             initial_partial(plan, anchor_stats) if resumed is None else resumed.state
         )
         self._last_state = state
-        task_bytes = len(cloudpickle.dumps((leaf_task, plugin, plan, 0, 1)))
+        # what a leaf task ships: its packed call (see engine.packed)
+        task_bytes = len(pack_call(leaf_task, (plugin, plan, 0, 1), {})[0])
         seconds_per_sample = (
             None
             if seconds_per_eval is None
@@ -389,14 +390,14 @@ class ValuationHandle:
                 for s in run_starts:
                     held[s] = finished.pop(s)
                     leaves.append(held[s][1])
-                merged = client.submit(
+                merged = submit_packed(
+                    client,
                     merge_task,
                     prefix,
                     stop,
                     plugin,
                     plan,
                     *leaves,
-                    pure=False,
                     key=f"daskval-merge-{self.run_id}-{run_stop}{self._chain_suffix()}",
                 )
                 merged.add_done_callback(self._wake_up)
@@ -445,11 +446,11 @@ class ValuationHandle:
         plan = self.plan
         if not plan.anchors():
             return EvalStats(), None
-        anchors = self.client.submit(
+        anchors = submit_packed(
+            self.client,
             anchors_task,
             plugin,
             plan,
-            pure=False,
             key=f"daskval-anchors-{self.run_id}",
         )
         try:
@@ -564,15 +565,17 @@ class ValuationHandle:
     ) -> Future:
         """Samples ``start .. end-1`` as a task whose key names the run and range
         (and ``tag``, for a range submitted again)."""
-        future = self.client.submit(
+        future = submit_packed(
+            self.client,
             leaf_task,
             plugin,
             self.plan,
             start,
             end,
-            pure=False,
             key=f"daskval-leaf-{self.run_id}-{start}-{end}{tag and '-' + tag}",
-            **({} if self._placement is None else self._placement.hint(start)),
+            submit_kwargs=(
+                None if self._placement is None else self._placement.hint(start)
+            ),
         )
         future.add_done_callback(self._wake_up)
         return future
@@ -660,12 +663,12 @@ class ValuationHandle:
             leaf = self._submit_leaf(plugin, first, stop, tag=isolation.tag())
             in_flight[leaf] = (first, stop)
         if not ranges:
-            failed = self.client.submit(
+            failed = submit_packed(
+                self.client,
                 failed_sample_task,
                 self.plan,
                 start,
                 isolation.failed[start],
-                pure=False,
                 key=f"daskval-failed-{self.run_id}-{start}",
             )
             finished[start] = (end, failed)
