@@ -39,20 +39,23 @@ coalition: the brute-force oracle the tests enumerate.
 Order and ties. Points are ordered by (distance, training row index): of two
 training points at the same distance from a test point, the one with the
 smaller row index counts as nearer. The distance that decides is the
-*careful* one, computed from the features as given, pair by pair in a fixed
-order of operations (feature 0 first; :func:`_distances`), so it does not
-depend on the block, chunk or coalition it is computed in, and
-:meth:`KNNUtility.evaluate` (the oracle) sees exactly the distances and ties
-that the valuation sees. The valuation sorts fast approximations instead (a
-matrix product of centred features for the euclidean and cosine metrics,
-with a proven error bound) packed with the row index into 64-bit integer
-keys, and re-sorts by careful distance the few neighbours whose fast
+*careful* one, computed pair by pair in a fixed order of operations (feature
+0 first; :func:`_distances`) from the features translated by a centre (the
+training mean, rounded to a power-of-two grid so that features on such a grid,
+integers for instance, translate exactly and keep their ties; no translation
+for "cosine"). It does not depend on the block, chunk or coalition it is
+computed in, and :meth:`KNNUtility.evaluate` (the oracle) sees exactly the
+distances and ties that the valuation sees. The valuation sorts fast
+approximations instead (a matrix product for the euclidean and cosine
+metrics, with a proven error bound) packed with the row index into 64-bit
+integer keys, and re-sorts by careful distance the few neighbours whose fast
 distances are too close to be ordered safely (:func:`_order`): the order is
 exactly that of the careful distances.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +121,17 @@ def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
         ) from exc
     codes = codes.astype(np.int32)
     return codes[: len(train)], codes[len(train) :]
+
+
+def _centre(x: np.ndarray) -> np.ndarray:
+    """The mean of each feature, rounded to a multiple of the largest power of
+    two not above the feature's spread: points on a coarser power-of-two grid
+    (integers, ...) are then centred exactly, so their ties survive."""
+    mean, spread = x.mean(axis=0), x.std(axis=0)
+    grid = np.exp2(np.floor(np.log2(np.where(spread > 0, spread, 1.0))))
+    centre = np.round(mean / grid) * grid
+    # a constant feature: centred to exactly zero
+    return np.where(spread > 0, centre, x[0])
 
 
 def _distances(
@@ -234,7 +248,7 @@ def _order(
     shift = np.uint64(index_bits)
     np.right_shift(fast.view(np.uint64), shift, out=keys)
     keys <<= shift
-    keys |= np.arange(n, dtype=np.uint64)
+    keys |= _positions(n)
     keys.sort(axis=1)
     low = np.uint64((1 << index_bits) - 1)
     # the sorted fast distances, truncated: within `slack` below the fast ones
@@ -325,24 +339,21 @@ class KNNUtility(Utility):
         self.n = data.n
         self.default = 0.0
         x_train = _as_float_matrix(data.x_train, "x_train")
-        self.x_test = _as_float_matrix(data.x_test, "x_test")
-        # the features as given define the (careful) distances and their ties;
-        # centred copies make the matrix-product expansion accurate (the
-        # distances are translation invariant; see _fast_distances)
-        centre = np.zeros(x_train.shape[1])
-        if metric != "cosine":
-            centre = x_train.mean(axis=0)
-        self.centred_train_t = np.ascontiguousarray((x_train - centre).T)
-        self.centred_test = self.x_test - centre
+        x_test = _as_float_matrix(data.x_test, "x_test")
+        # distances are translation invariant: centred features make the
+        # matrix-product expansion accurate (see _fast_distances); the centre
+        # lies on a power-of-two grid so that centring points of such a grid
+        # (integers, halves, ...) is exact and keeps their ties
+        centre = np.zeros(x_train.shape[1]) if metric == "cosine" else _centre(x_train)
+        self.centre = centre
+        # training points as columns: the distance loops read contiguous rows
+        self.train_t = np.ascontiguousarray((x_train - centre).T)
+        self.x_test = x_test - centre
         self.y_train, self.y_test = _check_labels(data.y_train, data.y_test)
-        # training points as columns: the distance loop reads contiguous rows
-        self.train_t = np.ascontiguousarray(x_train.T)
         self.n_train, self.n_test = x_train.shape[0], self.x_test.shape[0]
-        self.train_squares = np.einsum(
-            "ij,ij->j", self.centred_train_t, self.centred_train_t
-        )
+        self.train_squares = np.einsum("ij,ij->j", self.train_t, self.train_t)
         self.max_train_square = float(self.train_squares.max())
-        test_squares = np.einsum("ij,ij->i", self.centred_test, self.centred_test)
+        test_squares = np.einsum("ij,ij->i", self.x_test, self.x_test)
         if not (np.isfinite(self.max_train_square) and np.isfinite(test_squares).all()):
             raise ValueError(
                 "features too large: their squares overflow float64; rescale them"
@@ -437,19 +448,18 @@ class KNNUtility(Utility):
         features for the euclidean and cosine metrics, the careful distances
         themselves (tolerance 0) otherwise.
 
-        Error bounds (u = 2**-53, d features, norms of centred points):
-        centring moves a squared distance by at most 4 u (|x|^2 + |t|^2), the
-        expansion |x|^2 + |t|^2 - 2 x.t is within (3d + 6) u (|x|^2 + |t|^2)
-        of the exact square, the careful sum within 2 (d + 2) u (|x|^2 +
-        |t|^2); half the tolerance is 8 (d + 2) u (max |x|^2 + |t|^2), with
-        margin (a cosine: 8 (d + 2) u).
+        Error bounds (u = 2**-53, d features, norms of the centred points):
+        the expansion |x|^2 + |t|^2 - 2 x.t is within (3d + 6) u (|x|^2 +
+        |t|^2) of the exact square, the careful sum within 2 (d + 2) u
+        (|x|^2 + |t|^2); half the tolerance is 8 (d + 2) u (max |x|^2 +
+        |t|^2), with margin (a cosine: 8 (d + 2) u).
         """
-        x = self.centred_test[start:stop]
+        x = self.x_test[start:stop]
         d = x.shape[1]
         if self.metric == "manhattan":
-            _distances(self.x_test[start:stop], self.train_t, self.metric, out=out)
+            _distances(x, self.train_t, self.metric, out=out)
             return np.zeros(x.shape[0])
-        np.matmul(x, self.centred_train_t, out=out)
+        np.matmul(x, self.train_t, out=out)
         if self.metric == "cosine":
             assert self.train_norms is not None
             out /= self.train_norms
@@ -592,14 +602,28 @@ class _Workspace:
         self.extra = np.empty((rows, n))
         self.flags = np.empty((rows, n), dtype=bool)
         self.links = np.empty((rows, n), dtype=bool)
-        self._weights: tuple[int, np.ndarray] | None = None
 
     def weights(self, k: int) -> np.ndarray:
         """min(K, i) / (K i) for ranks i = 1 .. N."""
-        if self._weights is None or self._weights[0] != k:
-            ranks = np.arange(1, self.n + 1, dtype=np.float64)
-            self._weights = (k, np.minimum(k, ranks) / (k * ranks))
-        return self._weights[1]
+        return _rank_weights(self.n, k)
+
+
+@functools.lru_cache(maxsize=2)
+def _rank_weights(n: int, k: int) -> np.ndarray:
+    """min(K, i) / (K i) for ranks i = 1 .. n (kept per worker process: a
+    task's first test point would otherwise pay for it)."""
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    weights = np.minimum(k, ranks) / (k * ranks)
+    weights.flags.writeable = False
+    return weights
+
+
+@functools.lru_cache(maxsize=2)
+def _positions(n: int) -> np.ndarray:
+    """0 .. n-1 as uint64, the low bits of the sort keys."""
+    positions = np.arange(n, dtype=np.uint64)
+    positions.flags.writeable = False
+    return positions
 
 
 class KNNShapleyPlan(Plan):
