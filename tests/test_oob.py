@@ -379,6 +379,32 @@ def test_non_finite_scores_are_failures() -> None:
     assert (counts == 0).all() and np.isnan(values).all()
 
 
+def test_model_warnings_are_counted_not_shown() -> None:
+    import warnings
+
+    data, _ = cancer(60)
+    valuation = DataOOBValuation(
+        data, LogisticRegression(max_iter=1), n_estimators=3, seed=0
+    )
+    plan = valuation.make_plan()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a shown warning would raise here
+        partial = evaluate_range(plan, valuation.utility, 0, 3)
+    assert partial.eval_stats.n_failed == 0
+    assert any("ConvergenceWarning" in k for k in partial.eval_stats.warnings)
+
+
+def test_the_utility_is_also_a_game() -> None:
+    # u(S): the mean per-point score on the scoring split of the model fitted on S
+    data, _ = cancer(60)
+    model = DecisionTreeClassifier(random_state=0)
+    utility = DataOOBValuation(data, model).utility
+    fitted = clone(model).set_params(random_state=0).fit(data.x_train, data.y_train)
+    want = float(np.mean(fitted.predict(data.x_test) == data.y_test))
+    assert utility(np.arange(60)) == want
+    assert utility([]) == utility.default == 0.0
+
+
 # --------------------------------------------------------------------------
 # groups
 

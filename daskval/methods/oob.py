@@ -23,7 +23,7 @@ import contextlib
 import numbers
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 WEIGHTINGS = ("auto", "repeat", "sample_weight")
+_T = TypeVar("_T")
 # model seeds drawn per bootstrap lie in [0, 2**31), as RandomState accepts
 _SEED_BOUND = 2**31
 
@@ -177,14 +178,9 @@ class OOBUtility(Utility):
         out_rows = np.flatnonzero(row_counts == 0)
         if len(out_rows) == 0:
             return _NOTHING
-        with _WARNINGS.collect() as caught:
-            try:
-                scores = self._fit_and_score(row_counts, out_rows, model_seed)
-            except Exception:
-                stats.record_failure(traceback.format_exc())
-                scores = None
-        if caught:
-            stats.record_warnings(caught)
+        scores = _guarded(
+            lambda: self._fit_and_score(row_counts, out_rows, model_seed), stats
+        )
         if scores is None:
             return _NOTHING
         if not np.isfinite(scores).all():
@@ -236,19 +232,34 @@ class OOBUtility(Utility):
         stats.n_evaluations += 1
         if len(players) == 0:
             return self.default
-        try:
-            x, y = self.data.train_subset(self.data.rows(players))
-            model = self._models.make(0)
-            model.fit(x, y)
-            predicted = model.predict(self.data.x_test)
-            value = float(np.mean(self.score(self.data.y_test, predicted)))
-        except Exception:
-            stats.record_failure(traceback.format_exc())
+        value = _guarded(lambda: self._mean_test_score(players), stats)
+        if value is None:
             return self.default
         if not np.isfinite(value):
             stats.record_failure(f"the mean score was {value!r}")
             return self.default
         return value
+
+    def _mean_test_score(self, players: np.ndarray) -> float:
+        x, y = self.data.train_subset(self.data.rows(players))
+        model = self._models.make(0)
+        model.fit(x, y)
+        predicted = model.predict(self.data.x_test)
+        return float(np.mean(self.score(self.data.y_test, predicted)))
+
+
+def _guarded(call: Callable[[], _T], stats: EvalStats) -> _T | None:
+    """``call()``, or None when it raises (counted in ``stats``); the warnings
+    it raises are counted too, never shown."""
+    result = None
+    with _WARNINGS.collect() as caught:
+        try:
+            result = call()
+        except Exception:
+            stats.record_failure(traceback.format_exc())
+    if caught:
+        stats.record_warnings(caught)
+    return result
 
 
 _NOTHING = (np.empty(0, dtype=np.intp), np.empty(0))
