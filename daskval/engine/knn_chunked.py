@@ -174,36 +174,30 @@ def run_chunked(
     window = _BLOCKS_PER_THREAD * n_threads
     in_flight: deque[Future] = deque()
     pending: list[Future] = []  # statistics of consecutive blocks, in order
-    try:
-        for t0 in range(0, n_test, block):
-            t1 = min(n_test, t0 + block)
-            x = utility.x_test[t0:t1]
-            parts = [
-                client.submit(chunk_distances, chunk, x, utility.metric, pure=False)
-                for chunk in chunk_futures
-            ]
-            spec = BlockSpec(
-                utility.k, utility.metric, n, utility.n, utility.y_test[t0:t1]
-            )
-            combined = client.submit(
-                block_moments, spec, labels, row_players, *parts, pure=False
-            )
-            in_flight.append(combined)
-            pending.append(combined)
-            if len(pending) >= _MERGE_FANIN:
-                pending = [client.submit(merge_moments, *pending, pure=False)]
-            while len(in_flight) >= window:
-                _wait(in_flight.popleft())
-        while len(pending) > 1:
-            pending = [
-                client.submit(merge_moments, *pending[i : i + _MERGE_FANIN], pure=False)
-                for i in range(0, len(pending), _MERGE_FANIN)
-            ]
-        moments: Moments = pending[0].result()
-    finally:
-        client.cancel(
-            [*chunk_futures, labels] + ([] if row_players is None else [row_players])
+    for t0 in range(0, n_test, block):
+        t1 = min(n_test, t0 + block)
+        x = utility.x_test[t0:t1]
+        parts = [
+            client.submit(chunk_distances, chunk, x, utility.metric, pure=False)
+            for chunk in chunk_futures
+        ]
+        spec = BlockSpec(utility.k, utility.metric, n, utility.n, utility.y_test[t0:t1])
+        combined = client.submit(
+            block_moments, spec, labels, row_players, *parts, pure=False
         )
+        in_flight.append(combined)
+        pending.append(combined)
+        if len(pending) >= _MERGE_FANIN:
+            pending = [client.submit(merge_moments, *pending, pure=False)]
+        while len(in_flight) >= window:
+            _wait(in_flight.popleft())
+    while len(pending) > 1:
+        pending = [
+            client.submit(merge_moments, *pending[i : i + _MERGE_FANIN], pure=False)
+            for i in range(0, len(pending), _MERGE_FANIN)
+        ]
+    moments: Moments = pending[0].result()
+    # the chunks are released with the last reference to their futures
     values, stderr = moments.mean, moments.stderr
     data = utility.data
     return ValuationResult(
