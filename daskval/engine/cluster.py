@@ -114,9 +114,16 @@ def local_cluster(n_workers: int) -> Iterator[Client]:
 
 
 def connect_scheduler(
-    address: str, *, timeout: float = 10.0, worker_timeout: float = 60.0
+    address: str,
+    *,
+    timeout: float = 10.0,
+    worker_timeout: float = 60.0,
+    security: Any = None,
 ) -> Client:
     """A client of the running scheduler at ``address``, once it has a worker.
+
+    ``security`` (a ``distributed.security.Security``) is needed for a
+    ``tls://`` scheduler: the CA file and this client's certificate and key.
 
     Raises
     ------
@@ -124,7 +131,9 @@ def connect_scheduler(
         When the scheduler cannot be reached within ``timeout`` seconds, or no
         worker joins within ``worker_timeout`` seconds.
     """
-    client = Client(address, timeout=f"{timeout}s", set_as_default=False)
+    client = Client(
+        address, timeout=f"{timeout}s", security=security, set_as_default=False
+    )
     try:
         if not client.nthreads():
             client.wait_for_workers(1, timeout=worker_timeout)
