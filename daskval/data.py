@@ -4,13 +4,22 @@ A :class:`Dataset` holds a training split (whose rows, or groups of rows, are
 the players of the valuation game) and a scoring split on which every model is
 evaluated. Arrays may be numpy arrays or pandas objects; pandas column names
 and dtypes reach the model unchanged.
+
+Data too large to ship from the client can stay on storage that every worker
+reads (an HPC file system): a Dataset made by :meth:`Dataset.from_npz` or
+:meth:`Dataset.from_parquet`, or from memory-mapped arrays
+(``np.load(path, mmap_mode="r")``, ``np.memmap``), pickles as the paths of its
+files, and each worker loads the arrays itself and checks that they still
+have the fingerprint the client computed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -111,6 +120,103 @@ def _hash_update(digest: Any, value: np.ndarray | pd.DataFrame) -> None:
         digest.update(array.tobytes())
 
 
+_SPLITS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True)
+class _NpzMember:
+    """One array of an ``.npz`` file."""
+
+    path: str
+    key: str
+
+    def load(self) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as archive:
+            return np.asarray(archive[self.key])
+
+
+@dataclass(frozen=True)
+class _MemmapArray:
+    """An array that is a whole memory map of (part of) a file."""
+
+    path: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    order: Literal["C", "F"]
+
+    def load(self) -> np.ndarray:
+        return np.asarray(
+            np.memmap(
+                self.path,
+                mode="r",
+                dtype=np.dtype(self.dtype),
+                shape=self.shape,
+                offset=self.offset,
+                order=self.order,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class _ParquetPart:
+    """The features (every column but ``target``) or the target of a file."""
+
+    path: str
+    target: str
+    part: str  # "x" or "y"
+
+    def load(self) -> np.ndarray | pd.DataFrame:
+        frame = pd.read_parquet(self.path)
+        if self.part == "y":
+            return frame[self.target].to_numpy()
+        return frame.drop(columns=[self.target]).reset_index(drop=True)
+
+
+_Source = _NpzMember | _MemmapArray | _ParquetPart
+
+
+def _memmap_source(value: Any) -> _MemmapArray | None:
+    """Where ``value`` lives, when it is exactly a whole memory-mapped array."""
+    if not isinstance(value, np.ndarray):
+        return None
+    root = value if isinstance(value, np.memmap) else value.base
+    while isinstance(root, np.memmap) and isinstance(root.base, np.memmap):
+        root = root.base
+    filename = getattr(root, "filename", None)
+    if not isinstance(root, np.memmap) or not filename:
+        return None
+    same_view = (
+        value.dtype == root.dtype
+        and value.shape == root.shape
+        and value.ctypes.data == root.ctypes.data
+    )
+    if not same_view or value.dtype.hasobject:
+        return None  # a slice or a view of another type: shipped by value
+    order: Literal["C", "F"]
+    if value.flags.c_contiguous:
+        order = "C"
+    elif value.flags.f_contiguous:
+        order = "F"
+    else:
+        return None
+    return _MemmapArray(
+        os.path.abspath(filename), value.dtype.str, value.shape, int(root.offset), order
+    )
+
+
+def _check_file(path: Any, name: str, suffixes: tuple[str, ...]) -> str:
+    """``path`` as an absolute path to an existing file, or a clear error."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"{name} must be a file path, got {type(path).__name__}")
+    absolute = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(absolute):
+        raise FileNotFoundError(f"{name}={str(path)!r}: no such file")
+    if suffixes and not absolute.endswith(suffixes):
+        raise ValueError(f"{name}={str(path)!r} must be a {' or '.join(suffixes)} file")
+    return absolute
+
+
 class Dataset:
     """Training and scoring splits, and who the players are.
 
@@ -139,6 +245,13 @@ class Dataset:
     ValueError, TypeError
         On mismatched lengths, missing or infinite values, an empty training
         split, or ``names``/``groups`` of the wrong length.
+
+    Notes
+    -----
+    An array given as a whole memory map (``np.load(path, mmap_mode="r")``
+    or ``np.memmap``) is not copied to the workers: each worker maps the same
+    file, which must be readable there at the same path (see
+    :attr:`file_backed`).
     """
 
     def __init__(
@@ -169,6 +282,14 @@ class Dataset:
         self.groups, self._group_rows = self._make_groups(groups)
         self.names = self._make_names(names)
         self._fingerprint: str | None = None
+        # arrays that workers load from files instead of receiving them
+        self._sources: dict[str, _Source] = {}
+        for name in _SPLITS:
+            source = _memmap_source(getattr(self, name))
+            if source is not None:
+                self._sources[name] = source
+        if self._sources:
+            self.fingerprint()  # computed here, checked where the files load
 
     # -- construction helpers -------------------------------------------------
     def _check_shapes(self) -> None:
@@ -329,8 +450,141 @@ class Dataset:
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
+    @property
+    def file_backed(self) -> tuple[str, ...]:
+        """The splits (``"x_train"``, ...) that workers load from files
+        themselves instead of receiving them from the client."""
+        return tuple(
+            name for name in _SPLITS if name in self.__dict__.get("_sources", {})
+        )
+
+    @classmethod
+    def from_npz(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        names: Sequence[str] | None = None,
+        allow_nan: bool = False,
+    ) -> Dataset:
+        """A Dataset whose arrays each worker loads from an ``.npz`` file.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            An ``.npz`` file (``np.savez``) with the arrays ``x_train``,
+            ``y_train``, ``x_test`` and ``y_test``, and optionally ``groups``,
+            on storage that the workers read at the same path (a shared file
+            system). Object arrays are refused (no pickle is loaded).
+        names, allow_nan
+            As for :class:`Dataset`.
+
+        Notes
+        -----
+        The client reads the file once (to check it and compute the
+        fingerprint, which equals that of ``Dataset`` built from the same
+        arrays); what travels to the workers is the path. A worker that finds
+        other contents there refuses them (the utility's registration fails
+        with the reason).
+        """
+        absolute = _check_file(path, "path", (".npz",))
+        with np.load(absolute, allow_pickle=False) as archive:
+            missing = [k for k in _SPLITS if k not in archive.files]
+            if missing:
+                raise ValueError(
+                    f"path={str(path)!r} lacks the array(s) {missing}; it must hold "
+                    f"x_train, y_train, x_test, y_test (and optionally groups), "
+                    f"found {sorted(archive.files)}"
+                )
+            arrays = {k: archive[k] for k in _SPLITS}
+            groups = archive["groups"] if "groups" in archive.files else None
+        data = cls(**arrays, names=names, groups=groups, allow_nan=allow_nan)
+        data._sources = {k: _NpzMember(absolute, k) for k in _SPLITS}
+        data.fingerprint()
+        return data
+
+    @classmethod
+    def from_parquet(
+        cls,
+        train: str | os.PathLike[str],
+        test: str | os.PathLike[str],
+        *,
+        target: str,
+        names: Sequence[str] | None = None,
+        groups: ArrayLike | None = None,
+        allow_nan: bool = False,
+    ) -> Dataset:
+        """A Dataset whose tables each worker loads from Parquet files.
+
+        Parameters
+        ----------
+        train, test : str or PathLike
+            Parquet files of the training and scoring rows, on storage that
+            the workers read at the same paths. Needs pandas' Parquet engine
+            (``pyarrow``).
+        target : str
+            The target column; every other column is a feature (a DataFrame
+            with the file's column names and dtypes).
+        names, groups, allow_nan
+            As for :class:`Dataset`.
+        """
+        paths = {
+            "train": _check_file(train, "train", (".parquet", ".pq")),
+            "test": _check_file(test, "test", (".parquet", ".pq")),
+        }
+        if not isinstance(target, str):
+            raise TypeError(
+                f"target must be a column name, got {type(target).__name__}"
+            )
+        sources: dict[str, _Source] = {}
+        for split, path in paths.items():
+            columns = list(pd.read_parquet(path).columns)
+            if target not in columns:
+                raise ValueError(
+                    f"{split}={str(path)!r} has no column {target!r} (target); "
+                    f"its columns: {columns[:10]}"
+                )
+            sources[f"x_{split}"] = _ParquetPart(path, target, "x")
+            sources[f"y_{split}"] = _ParquetPart(path, target, "y")
+        arrays = {name: source.load() for name, source in sources.items()}
+        data = cls(**arrays, names=names, groups=groups, allow_nan=allow_nan)
+        data._sources = sources
+        data.fingerprint()
+        return data
+
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__
+        sources = self.__dict__.get("_sources")
+        if not sources:
+            return self.__dict__
+        # the paths travel, not the arrays; the fingerprint checks what loads
+        self.fingerprint()
+        state = self.__dict__.copy()
+        for name in sources:
+            state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        sources: dict[str, _Source] = state.get("_sources") or {}
+        self.__dict__["_sources"] = sources
+        if not sources:
+            return
+        for name, source in sources.items():
+            try:
+                setattr(self, name, source.load())
+            except Exception as exc:
+                raise OSError(
+                    f"Dataset: cannot load {name} from {source.path!r} here "
+                    f"({type(exc).__name__}: {exc}); file-backed data must be "
+                    "readable at the same path on every worker"
+                ) from exc
+        expected, self._fingerprint = self._fingerprint, None
+        if self.fingerprint() != expected:
+            raise ValueError(
+                "Dataset: the files "
+                f"{sorted({source.path for source in sources.values()})} hold other "
+                "data than when the client read them (fingerprint mismatch); "
+                "were they changed or replaced during the run?"
+            )
 
     def __repr__(self) -> str:
         kind = f"{self.n} groups of " if self.groups is not None else ""
