@@ -880,6 +880,7 @@ def compare_methods(
     client: Any = None,
     curves: bool = False,
     curve_fractions: Sequence[float] = tuple(np.linspace(0.0, 0.5, 6)),
+    on_method: Callable[[str, float], None] | None = None,
 ) -> Comparison:
     """Run the noisy-label experiment for several methods, with a random baseline.
 
@@ -906,6 +907,8 @@ def compare_methods(
         Also compute removal curves (highest-valued first) on the test split.
     curve_fractions : sequence of float
         The removal curves' fractions.
+    on_method : callable, optional
+        Called as ``on_method(name, seconds)`` after each method (progress).
 
     Returns
     -------
@@ -948,6 +951,8 @@ def compare_methods(
             assert valuation.result_ is not None
             result = valuation.result_
         seconds = time.monotonic() - began
+        if on_method is not None:
+            on_method(name, seconds)
         results[name] = result
         scores = detection_scores(result, data.corrupted)
         rows.append(

@@ -366,7 +366,11 @@ def plot_detection(table: pd.DataFrame, *, title: str = "noisy-label detection")
         name="daskval-detection",
     )
     fig = _figure(
-        title, "method", "score", x_range=FactorRange(factors=methods), y_range=(0, 1.05)
+        title,
+        "method",
+        "score",
+        x_range=FactorRange(factors=methods),
+        y_range=(0, 1.05),
     )
     fig.vbar(
         x=dodge("method", -0.18, range=fig.x_range),

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from daskval.cli import COMMANDS, DEMO_OUTPUT, build_parser, main
+from daskval.result import ValuationResult
 
 N_TRAIN = 398  # breast_cancer: 569 rows, 70 % for training
 TIMEOUT = 240.0
@@ -332,3 +333,215 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert match[1].split() == tests.split()
     assert '"${TEST_COMMAND[@]}"' in ci
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+# -- run, report, compare --------------------------------------------------------------
+# Runs go to the session's two-worker cluster (--scheduler): no cluster start-up
+# per command. Errors must come before any cluster work, with a message.
+def scheduler(client: object) -> str:
+    return client.scheduler.address  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("run", ["--config", "--dataset", "--method", "--budget", "--scheduler"]),
+        ("report", ["RESULT", "--output", "--top"]),
+        ("compare", ["--methods", "--label-noise", "--plot", "--png", "--curves"]),
+    ],
+)
+def test_command_help(tmp_path: Path, command: str, options: list[str]) -> None:
+    result = run([*daskval_command(), command, "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert f"usage: daskval {command}" in result.stdout
+    assert "examples:" in result.stdout
+    for option in options:
+        assert option in result.stdout
+
+
+def test_run_from_a_yaml_config_writes_parquet_and_reports(
+    tmp_path: Path, client: object
+) -> None:
+    """A config file sets the options, the command line overrides one (the
+    budget); the values go to parquet, the whole result to .npz, and
+    ``report`` turns it into HTML that holds every value."""
+    (tmp_path / "experiment.yaml").write_text(
+        "dataset: breast_cancer\n"
+        "train-size: 60\n"
+        "label_noise: 0.2\n"
+        "method: banzhaf\n"
+        "budget: 100000\n"
+        "output: values.parquet\n"
+        "result: values.npz\n"
+    )
+    result = run(
+        [
+            *daskval_command(),
+            "run",
+            "--config",
+            "experiment.yaml",
+            "--budget",
+            "200",
+            "--scheduler",
+            scheduler(client),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    frame = pd.read_parquet(tmp_path / "values.parquet")
+    assert len(frame) == 60
+    assert list(frame.columns) == ["value", "stderr", "count", "index"]
+    assert np.isfinite(frame["value"]).all()
+    assert "banzhaf of the 60 training points of breast_cancer" in result.stdout
+    assert re.search(r"noisy-label detection: F1 \d\.\d{3}", result.stdout)
+    match = re.search(r"([\d,]+) evaluations \(0 failed\)", result.stdout)
+    assert match and int(match[1].replace(",", "")) <= 200, result.stdout
+
+    report = run([*daskval_command(), "report", "values.npz"], cwd=tmp_path)
+    assert report.returncode == 0, report
+    html = (tmp_path / "values.html").read_text()
+    assert "daskval-values" in html
+    assert "banzhaf of 60 players" in html
+    saved = ValuationResult.load(tmp_path / "values.npz")
+    np.testing.assert_array_equal(saved.values, frame["value"])
+    assert saved.metadata["dataset"]["corrupted"] == sorted(
+        saved.metadata["dataset"]["corrupted"]
+    )
+    assert len(saved.metadata["dataset"]["corrupted"]) == 12
+
+
+def test_run_from_a_toml_config_writes_csv_and_reports_it(
+    tmp_path: Path, client: object
+) -> None:
+    (tmp_path / "run.toml").write_text(
+        'dataset = "diabetes"\ntrain_size = 40\nmethod = "data-oob"\n'
+        'budget = 50\noutput = "values.csv"\n'
+    )
+    result = run(
+        [
+            *daskval_command(),
+            "run",
+            "--config",
+            "run.toml",
+            "--scheduler",
+            scheduler(client),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    frame = pd.read_csv(tmp_path / "values.csv")
+    assert len(frame) == 40
+    assert "(regression)" in result.stdout
+    report = run(
+        [*daskval_command(), "report", "values.csv", "-o", "r.html", "--top", "3"],
+        cwd=tmp_path,
+    )
+    assert report.returncode == 0, report
+    assert "wrote the report of 40 values" in report.stdout
+    assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["run", "--method", "shapely"], 2, "expected a method"),
+        (["run", "--dataset", "mnist"], 2, "expected a bundled dataset"),
+        (["run", "-o", "values.txt"], 1, "expected a .csv or .parquet file"),
+        (["run", "--config", "missing.yaml"], 1, "missing.yaml"),
+        (["run", "--config", "{bad_key}"], 1, "unknown option(s) colour"),
+        (["run", "--config", "{bad_value}"], 1, "budget: expected a positive integer"),
+        (["run", "--config", "{both}"], 1, "--workers or --scheduler, not both"),
+        (["run", "--dataset", "diabetes", "--method", "knn-shapley"], 1, "classif"),
+        (["run", "--dataset", "diabetes", "--model", "logistic"], 1, "regression"),
+        (["report", "missing.npz"], 1, "no such file"),
+        (["report", "{not_result}"], 1, "not a values table"),
+        (["report"], 2, "the following arguments are required"),
+        (["compare", "--label-noise", "0"], 1, "--label-noise must be above 0"),
+        (["compare", "--methods", "loo,nope"], 2, "expected comma-separated"),
+        (["compare", "--plot", "plot.png"], 1, "expected an .html file"),
+        (["compare", "--train-size", "5000"], 1, "has 569"),
+    ],
+)
+def test_command_errors_exit_non_zero_before_any_work(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    files = {
+        "{bad_key}": write(tmp_path / "a.yaml", "colour: red\n"),
+        "{bad_value}": write(tmp_path / "b.toml", "budget = -3\n"),
+        "{both}": write(tmp_path / "c.yml", "workers: 2\nscheduler: tcp://x:1\n"),
+        "{not_result}": write(tmp_path / "d.csv", "a,b\n1,2\n"),
+    }
+    args = [files.get(a, a) for a in args]
+    began = time.monotonic()
+    result = run([*daskval_command(), *args], cwd=tmp_path)
+    assert result.returncode == code, result
+    assert message in result.stderr, result
+    assert "Traceback" not in result.stderr, result
+    assert "cluster ready" not in result.stdout  # failed before any cluster work
+    assert time.monotonic() - began < 60
+
+
+# floors for the noisy-label comparison: breast_cancer, 100 training points,
+# 20 flipped labels. A random valuation scores F1 ~0.3 and AUROC ~0.5.
+F1_FLOOR, AUROC_FLOOR = 0.6, 0.9
+RANDOM_F1_CEILING, RANDOM_AUROC_CEILING = 0.45, 0.7
+
+
+def test_compare_ranks_methods_against_the_random_baseline(
+    tmp_path: Path, client: object
+) -> None:
+    """Done-when: on a bundled dataset with 20% flipped labels, compare ranks
+    the methods by F1 and AUROC, in a table and a plot, with a random row."""
+    result = run(
+        [
+            *daskval_command(),
+            "compare",
+            "--methods",
+            "data-oob,knn-shapley,banzhaf,tmc-shapley,loo",
+            "--budget",
+            "300",
+            "--scheduler",
+            scheduler(client),
+            "-o",
+            "table.csv",
+            "--plot",
+            "plot.html",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    table = pd.read_csv(tmp_path / "table.csv").set_index("method")
+    print(result.stdout)  # the table, for the log
+    assert set(table.index) == {
+        "data-oob",
+        "knn-shapley",
+        "banzhaf",
+        "tmc-shapley",
+        "loo",
+        "random",
+    }
+    ranks = list(zip(table["f1"], table["auroc"], strict=True))
+    assert ranks == sorted(ranks, reverse=True)  # best F1 first, then AUROC
+    assert (table["n_corrupted"] == 20).all()
+    assert table.loc["random", "f1"] < RANDOM_F1_CEILING
+    assert table.loc["random", "auroc"] < RANDOM_AUROC_CEILING
+    # Data-OOB finds them best by F1; KNN-Shapley ranks them almost perfectly
+    # (AUROC) but its long low tail makes the 2-means low cluster small
+    assert table.loc["data-oob", "f1"] >= F1_FLOOR, table
+    for method in ("data-oob", "knn-shapley"):
+        assert table.loc[method, "auroc"] >= AUROC_FLOOR, table
+        assert table.loc[method, "f1"] >= table.loc["random", "f1"] + 0.1, table
+    assert table.loc["banzhaf", "f1"] >= 0.45, table
+    assert table.loc["banzhaf", "auroc"] >= 0.75, table
+    # the printed table is the file's, in the same order
+    printed = result.stdout.split("best F1 first (then AUROC):")[1].splitlines()
+    listed = [line.split()[0] for line in printed[3 : 3 + len(table)]]
+    assert listed == list(table.index), result.stdout
+    html = (tmp_path / "plot.html").read_text()
+    assert "daskval-detection" in html
+    assert "data-oob" in html
