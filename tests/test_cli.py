@@ -170,8 +170,9 @@ def test_unreachable_scheduler_fails_with_a_message(
 
 def test_every_command_has_a_parser() -> None:
     parser = build_parser()
+    required = {"report": ["values.npz"]}  # positional arguments
     for command in COMMANDS:
-        args = parser.parse_args([command.name])
+        args = parser.parse_args([command.name, *required.get(command.name, [])])
         assert args._command is command
 
 
