@@ -16,15 +16,24 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from distributed import Client
 from helpers.processes import BLAS_ONE_THREAD
-from helpers.reference import assert_same_values, small_valuation
+from helpers.reference import (
+    N_SAMPLES,
+    assert_same_values,
+    small_data,
+    small_valuation,
+)
 
+import daskval as dv
 from daskval.engine.hpc import jobqueue_cluster
 
 IN_CI = bool(os.environ.get("CI"))
-SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "slurm_single_node.sh"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / ".ci" / "slurm_single_node.sh"
+DEPLOY = ROOT / "deploy"
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -111,3 +120,44 @@ def test_slurm_cluster_with_two_jobs_gives_the_local_values(
     assert len(jobs) == 2 and None not in jobs.values()
     assert len(set(jobs.values())) == 2, jobs
     assert_same_values(result.result_, reference.result_)
+
+
+def test_whole_valuation_as_one_slurm_job(
+    slurm: None, client: Client, tmp_path: Path
+) -> None:
+    """deploy/slurm/valuation.sbatch: scheduler, client and a worker as the
+    three tasks of one job (overcommitted: this node has fewer cores)."""
+    data = small_data()
+    path = tmp_path / "data.npz"
+    np.savez(
+        path,
+        x_train=data.x_train,
+        y_train=data.y_train,
+        x_test=data.x_test,
+        y_test=data.y_test,
+    )
+    output = tmp_path / "values.npz"
+    env = {
+        **os.environ,
+        "DASKVAL_PYTHON": sys.executable,
+        "DASKVAL_RUNNER": str(DEPLOY / "slurm" / "run_valuation.py"),
+    }
+    batch = subprocess.run(
+        [
+            *["sbatch", "--wait", "--overcommit", "--ntasks=3", "--time=00:15:00"],
+            *["--mem-per-cpu=1G", f"--output={tmp_path / 'job.out'}"],
+            str(DEPLOY / "slurm" / "valuation.sbatch"),
+            *[str(path), str(output), "--budget", str(N_SAMPLES), "--seed", "7"],
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    log = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert batch.returncode == 0, f"{batch.stdout}{batch.stderr}\n{log[-4000:]}"
+    assert f"daskval: {N_SAMPLES} samples" in log
+    reference = small_valuation(dv.Dataset.from_npz(path))
+    reference.fit(client=client, progress=False, dashboard=False)
+    assert_same_values(dv.ValuationResult.load(output), reference.result_)
