@@ -291,6 +291,23 @@ def _connect(args: argparse.Namespace, stack: ExitStack) -> Any:
     return client
 
 
+def run_on_cluster(
+    args: argparse.Namespace,
+    valuation: Any,
+    budget_label: str,
+    unit: str = "permutations",
+) -> ValuationResult:
+    """Connect as ``args`` say, run ``valuation`` with progress lines, return
+    its result (the samples merged so far after a Ctrl-C)."""
+    with ExitStack() as stack:
+        client = _connect(args, stack)
+        handle = valuation.submit(client)
+        if handle.dashboard_link is not None:
+            # the run's own page: values, stderr, extremes, memo, failures
+            _say(f"daskval dashboard: {handle.dashboard_link}")
+        return wait_with_progress(handle, args.progress_interval, budget_label, unit)
+
+
 # -- daskval demo ---------------------------------------------------------------
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
@@ -421,13 +438,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"  {budget_label}, seed {args.seed}"
     )
 
-    with ExitStack() as stack:
-        client = _connect(args, stack)
-        handle = valuation.submit(client)
-        if handle.dashboard_link is not None:
-            # the run's own page: values, stderr, extremes, memo, failures
-            _say(f"daskval dashboard: {handle.dashboard_link}")
-        result = wait_with_progress(handle, args.progress_interval, budget_label)
+    result = run_on_cluster(args, valuation, budget_label)
 
     if result.n_samples == 0:
         _say("\nno permutation was finished: no values to show or write")
@@ -894,14 +905,7 @@ def _run_run(args: argparse.Namespace) -> int:
         f"{data.name} ({data.task}), {len(data.corrupted)} corrupted; "
         f"budget {args.budget:,}, seed {args.seed}"
     )
-    with ExitStack() as stack:
-        client = _connect(args, stack)
-        handle = valuation.submit(client)
-        if handle.dashboard_link is not None:
-            _say(f"daskval dashboard: {handle.dashboard_link}")
-        result = wait_with_progress(
-            handle, args.progress_interval, f"budget {args.budget:,}", "samples"
-        )
+    result = run_on_cluster(args, valuation, f"budget {args.budget:,}", "samples")
     if result.n_samples == 0:
         _say("no sample was finished: no values to write")
         return EXIT_INTERRUPTED if result.status == "interrupted" else EXIT_FAILURE
@@ -1233,6 +1237,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     _say("\nnoisy-label detection, best F1 first (then AUROC):")
     for line in format_comparison(comparison.table):
         _say(line)
+    for method, note in comparison.table["note"].items():
+        if note:
+            _say(f"note: {method} has no scores: {note}")
     write_table(comparison.table, output)
     from daskval import plot
 

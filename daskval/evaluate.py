@@ -848,6 +848,24 @@ def make_valuation(
     return METHODS[method].build(data, model, budget, seed)
 
 
+def _judge(result: ValuationResult, corrupted: np.ndarray) -> dict[str, Any]:
+    """Detection scores as a table row; NaN scores and a note when the method
+    left points without a value (too small a budget)."""
+    try:
+        return {**detection_scores(result, corrupted).to_dict(), "note": ""}
+    except ValueError as exc:
+        nan = float("nan")
+        return {
+            "f1": nan,
+            "precision": nan,
+            "recall": nan,
+            "auroc": nan,
+            "n_flagged": 0,
+            "n_corrupted": len(corrupted),
+            "note": str(exc),
+        }
+
+
 # -- the noisy-label comparison -------------------------------------------------
 @dataclass
 class Comparison:
@@ -857,12 +875,13 @@ class Comparison:
     ----------
     table : pandas.DataFrame
         One row per method (``random`` included), best F1 first (then
-        AUROC): f1, precision, recall, auroc, n_flagged, n_corrupted,
+        AUROC): f1, precision, recall, auroc, n_flagged, n_corrupted, note
+        (why a method has NaN scores: some points got no value), and
         n_evaluations, seconds.
     results : dict of str to ValuationResult
         Each method's values.
     curves : list of Curve
-        Removal curves, when asked for.
+        Removal curves, when asked for (of the methods with scores).
     """
 
     table: pd.DataFrame
@@ -954,11 +973,10 @@ def compare_methods(
         if on_method is not None:
             on_method(name, seconds)
         results[name] = result
-        scores = detection_scores(result, data.corrupted)
         rows.append(
             {
                 "method": name,
-                **scores.to_dict(),
+                **_judge(result, data.corrupted),
                 "n_evaluations": result.n_evaluations,
                 "seconds": seconds,
             }
@@ -969,9 +987,10 @@ def compare_methods(
         .set_index("method")
     )
     found = []
+    judged = {k: r for k, r in results.items() if not table.loc[k, "note"]}
     if curves:
         found = removal_curves(
-            results,
+            judged,
             data,
             model,
             fractions=curve_fractions,

@@ -260,3 +260,33 @@ def test_compare_needs_corrupted_points() -> None:
     clean = ds.load("iris")
     with pytest.raises(ValueError, match="no corrupted points"):
         ev.compare_methods(clean, ["loo"])
+
+
+def test_a_method_without_values_for_some_points_gets_nan_scores(
+    noisy: ds.ExperimentData, client: Client
+) -> None:
+    """One bootstrap leaves most points without an out-of-bag value: the row
+    says so instead of failing the whole comparison."""
+    comparison = ev.compare_methods(
+        noisy,
+        ["data-oob", "loo"],
+        budget=1,
+        client=client,
+        curves=True,
+        curve_fractions=[0.0, 0.5],
+    )
+    table = comparison.table
+    assert np.isnan(table.loc["data-oob", "f1"])
+    assert "NaN" in table.loc["data-oob", "note"]
+    assert table.index[-1] == "data-oob"  # NaN ranks last
+    assert table.loc["loo", "note"] == ""
+    assert {c.method for c in comparison.curves} == {"loo", "random"}
+
+
+def test_regression_comparison(client: Client) -> None:
+    data = ds.load("diabetes", train_size=80, valid_size=80, test_size=80)
+    data = ds.add_label_noise(data, 0.2, scale=3.0, random_state=0)
+    table = ev.compare_methods(data, ["data-oob"], budget=100, client=client).table
+    # shifted targets fit badly out of bag (the baseline is ~0.5 +- 0.08 here)
+    assert table.loc["data-oob", "auroc"] >= 0.7, table
+    assert table.loc["data-oob", "auroc"] > table.loc["random", "auroc"], table
