@@ -7,10 +7,17 @@ one thread each, 127.0.0.1; start-up timed separately), then time
                         sampler=dv.PermutationSampler(), stop=dv.MaxSamples(P),
                         seed=42).fit(client=client)
 
-(W1, W4), or for MSR Banzhaf (W2)
+(W1, W4), for MSR Banzhaf (W2)
 
     dv.BanzhafValuation(utility, sampler=dv.MSRSampler(), stop=dv.MaxSamples(N),
                         seed=42).fit(client=client)
+
+or for exact KNN-Shapley (W3; K from the workload's KNeighborsClassifier)
+
+    KNNShapleyValuation(dv.Dataset(...), k=5).fit(client=client)
+
+The peak summed RSS (and PSS) of the runner and its descendants (client,
+scheduler, workers) over the timed stretch: ``peak_rss_bytes`` (``peak_pss_bytes``).
 
 ``--mode sequential`` (a diagnostic): the same plan, the same samples, run in
 this process through daskval's worker-side code path (anchors, then one range
@@ -29,9 +36,11 @@ import time
 from typing import Any
 
 from cpumeter import CpuMeter
+from rssmeter import RssMeter
 from workloads import (
     SEED,
     Workload,
+    checksum,
     emit,
     import_modules,
     make_data,
@@ -43,16 +52,19 @@ from workloads import (
 )
 
 import daskval as dv
+from daskval.methods.knn import KNNShapleyValuation
 
 Arrays = tuple[Any, Any, Any, Any]
 
 
-METHODS = ("permutation", "msr")
+METHODS = ("permutation", "msr", "knn")
 
 
 def make_valuation(workload: Workload, arrays: Arrays, model: Any) -> dv.Valuation:
     """The workload's valuation, built as a user would."""
     data = dv.Dataset(*arrays)
+    if workload.method == "knn":
+        return KNNShapleyValuation(data, k=model.n_neighbors)
     utility = dv.ModelUtility(model, data, scoring="accuracy")
     stop = dv.MaxSamples(workload.budget)
     if workload.method == "msr":
@@ -87,7 +99,10 @@ def start_cluster(
     client = context.__enter__()
     client.wait_for_workers(workers)
     started = time.perf_counter()
-    client.run(import_modules, ["daskval", "daskval.engine.tasks", *modules])
+    client.run(
+        import_modules,
+        ["daskval", "daskval.engine.tasks", "daskval.methods.knn", *modules],
+    )
     warmed = time.perf_counter()
     return context, client, {"cluster": started - begin, "warmup": warmed - started}
 
@@ -95,13 +110,18 @@ def start_cluster(
 def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
     """Time one valuation on a started cluster (start-up reported apart)."""
     arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
-    cluster, client, startup = start_cluster(workers, model_modules(workload.model))
+    # KNN-Shapley fits no model: its workers need daskval alone (scikit-learn
+    # would add ~100 MB to each)
+    modules = [] if workload.method == "knn" else model_modules(workload.model)
+    cluster, client, startup = start_cluster(workers, modules)
     try:
+        memory = RssMeter().start()
         meter = CpuMeter().start()
         begin = time.perf_counter()
         valuation = make_valuation(workload, arrays, model).fit(client=client)
         wall = time.perf_counter() - begin
         cpu = meter.stop()
+        peak = memory.stop()
     finally:
         cluster.__exit__(None, None, None)
     result = valuation.result_
@@ -113,7 +133,11 @@ def run_cluster(workload: Workload, workers: int) -> dict[str, Any]:
         "workers": workers,
         "samples": int(result.n_samples),
         "evaluations": int(result.n_evaluations),
+        "peak_rss_bytes": peak["peak_rss_bytes"],
+        "peak_pss_bytes": peak["peak_pss_bytes"],
         "extra": {
+            "peak_rss_processes": peak["peak_processes"],
+            "values_checksum": checksum(result.values),
             "cpu_client_scheduler_seconds": cpu["cpu_own_seconds"],
             "cpu_workers_nannies_seconds": cpu["cpu_children_seconds"],
             "cluster_start_seconds": startup["cluster"],
@@ -135,17 +159,21 @@ def run_sequential(workload: Workload) -> dict[str, Any]:
     from daskval.plan import evaluate_anchors, evaluate_range
 
     arrays, model = make_data(workload.n_train, workload.n_test), model_of(workload)
+    memory = RssMeter().start()
     meter = CpuMeter().start()
     begin = time.perf_counter()
     valuation = make_valuation(workload, arrays, model)
     plan = valuation.make_plan()
     values, anchor_stats, _ = evaluate_anchors(plan, valuation.utility)
     plan.bind_anchors(values)
-    partial = evaluate_range(plan, valuation.utility, 0, workload.budget)
+    samples = plan.sample_limit() if workload.method == "knn" else workload.budget
+    assert samples is not None
+    partial = evaluate_range(plan, valuation.utility, 0, samples)
     wall = time.perf_counter() - begin
     return {
         "wall_seconds": wall,
         "cpu_seconds": meter.stop()["cpu_seconds"],
+        **{k: v for k, v in memory.stop().items() if k.endswith("_bytes")},
         "startup_seconds": 0.0,
         "workers": 1,
         "samples": int(partial.stop - partial.start),

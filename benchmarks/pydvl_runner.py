@@ -18,7 +18,14 @@ MSR Banzhaf (W2)::
                         seed=42).fit(train)
 
 (one check per processed subset, so exactly N subsets enter the result; see
-the notes), both inside ``joblib.parallel_config(backend="loky", n_jobs=J)``.
+the notes), and exact KNN-Shapley (W3)::
+
+    KNNShapleyValuation(KNeighborsClassifier(5), test, progress=False).fit(train)
+
+(pyDVL splits the test points into J chunks), all inside
+``joblib.parallel_config(backend="loky", n_jobs=J)``. The peak summed RSS of
+the runner and its descendants (the loky workers) over the timed stretch is
+reported as ``peak_rss_bytes``.
 The loky worker pool is started (and timed as start-up) before the
 valuation, as daskval's cluster is; pyDVL may still restart it inside ``fit``.
 
@@ -42,6 +49,7 @@ from typing import Any
 from cpumeter import CpuMeter
 from pydvl.valuation import (
     Dataset,
+    KNNShapleyValuation,
     MaxChecks,
     MaxUpdates,
     ModelUtility,
@@ -50,9 +58,11 @@ from pydvl.valuation import (
     SupervisedScorer,
     TMCShapleyValuation,
 )
+from rssmeter import RssMeter
 from workloads import (
     SEED,
     Workload,
+    checksum,
     emit,
     import_modules,
     make_data,
@@ -165,6 +175,54 @@ def run_valuation(
     return valuation, wall, meter.stop()
 
 
+def run_knn(
+    workload: Workload,
+) -> tuple[Any, float, dict[str, Any], dict[str, int]]:
+    """pyDVL's exact KNN-Shapley; the valuation, wall, CPU and peak memory."""
+    x_train, y_train, x_test, y_test = make_data(workload.n_train, workload.n_test)
+    model = model_of(workload)
+    memory = RssMeter().start()
+    meter = CpuMeter().start()
+    begin = time.perf_counter()
+    train, test = Dataset(x_train, y_train), Dataset(x_test, y_test)
+    valuation = KNNShapleyValuation(model, test, progress=False)
+    valuation.fit(train)
+    wall = time.perf_counter() - begin
+    cpu = meter.stop()
+    return valuation, wall, cpu, memory.stop()
+
+
+def main_knn(workload: Workload, workers: int) -> None:
+    """Run pyDVL's KNN-Shapley once and print its record."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="loky", n_jobs=workers):
+        startup, _ = start_pool(workers, model_modules(workload.model))
+        valuation, wall, cpu, peak = run_knn(workload)
+    emit(
+        {
+            "contender": "pydvl" if workers > 1 else "pydvl_1job",
+            "workload": workload.id,
+            "wall_seconds": wall,
+            "cpu_seconds": cpu["cpu_seconds"],
+            "startup_seconds": startup,
+            "workers": workers,
+            "samples": workload.n_test,
+            "evaluations": workload.n_test,
+            "fits": workload.n_test,  # one sort per test point
+            "fits_performed": workload.n_test,
+            "peak_rss_bytes": peak["peak_rss_bytes"],
+            "peak_pss_bytes": peak["peak_pss_bytes"],
+            "extra": {
+                "values_checksum": checksum(valuation.result.values),
+                "cpu_main_seconds": cpu["cpu_own_seconds"],
+                "cpu_workers_seconds": cpu["cpu_children_seconds"],
+                "versions": versions("pydvl", "numpy", "scikit-learn", "joblib"),
+            },
+        }
+    )
+
+
 def samples_and_fits(workload: Workload, valuation: Any) -> tuple[int, int]:
     """Samples in the result and the non-empty coalitions they evaluated."""
     if workload.method == "msr":
@@ -182,6 +240,9 @@ def main() -> None:
 
     args = runner_arguments(__doc__.splitlines()[0]).parse_args()
     workload = workload_from_args(args)
+    if workload.method == "knn":
+        main_knn(workload, args.workers)
+        return
     if workload.method not in ("permutation", "msr"):
         raise SystemExit(f"pyDVL's {workload.method!r} runner is not implemented yet")
     counter_dir = tempfile.mkdtemp(prefix="daskval-bench-pydvl-")

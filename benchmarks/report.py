@@ -70,6 +70,13 @@ TARGETS: dict[str, list[tuple[str, float, str]]] = {
             "daskval >= 10x faster than pyDVL with the same workers",
         ),
     ],
+    "W3": [
+        (
+            "daskval/pydvl",
+            1 / 13,
+            "daskval >= 13x faster than pyDVL with the same workers",
+        )
+    ],
     "W4": [("daskval/ideal", 1.05, "daskval <= 1.05x the ideal")],
 }
 # methods whose every contender must hold exactly the budgeted samples

@@ -1,6 +1,6 @@
 """Run daskval, pyDVL and the ideal loop side by side; print medians and ratios.
 
-    python benchmarks/run.py --workloads W1 W2 W4 --repeats 3 [--pydvl-python PATH]
+    python benchmarks/run.py --workloads W1 W2 W3 W4 --repeats 3 [--pydvl-python PATH]
     python benchmarks/run.py --smoke            # tiny budgets, one repeat
 
 Every run of every contender is a fresh process (``python <runner>.py ...``)
@@ -9,6 +9,10 @@ order rotates between repeats), so a noisy neighbour hits them alike. pyDVL
 runs with the python of its own environment (benchmarks/setup_pydvl_venv.sh);
 this process never imports it, nor daskval. The table goes to stdout and a
 JSON file to benchmarks/results/ (see report.py for the ratios).
+
+W3 (exact KNN-Shapley) also has absolute targets: daskval's wall time and its
+peak memory (summed RSS of all its processes, see rssmeter.py); every
+contender that reports a peak has it printed under the table.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from workloads import BLAS_ENV, RESULT_MARKER, WORKLOADS, Workload
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-IMPLEMENTED_METHODS = {"permutation", "msr"}
+IMPLEMENTED_METHODS = {"permutation", "msr", "knn"}
+# workload -> (contender, wall seconds at most, peak summed RSS bytes at most)
+ABSOLUTE_TARGETS = {"W3": ("daskval", 3.0, 0.5 * 2**30)}
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W4"])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
     parser.add_argument(
         "--repeats", type=int, default=None, help="fresh runs each (3; smoke: 1)"
     )
@@ -215,7 +221,64 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, Any]
             log_run(workload, contender, repeat, args.repeats, record, begin)
     summary = summarise_workload(workload.to_dict(), runs)
     summary["workers"] = args.workers
+    add_memory(summary, runs)
     return summary
+
+
+def add_memory(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Median peak memory per contender, and the workload's absolute targets."""
+    for name, records in runs.items():
+        for field in ("peak_rss_bytes", "peak_pss_bytes"):
+            peaks = sorted(r[field] for r in records if r.get(field))
+            if peaks:
+                summary["contenders"][name][field] = peaks[len(peaks) // 2]
+    target = ABSOLUTE_TARGETS.get(summary["spec"]["id"])
+    if target is None:
+        return
+    name, wall, memory = target
+    measured = summary["contenders"].get(name, {})
+    summary["absolute_targets"] = {
+        "contender": name,
+        "wall_seconds_bound": wall,
+        "wall_seconds": measured.get("wall_seconds"),
+        "peak_rss_bytes_bound": memory,
+        "peak_rss_bytes": measured.get("peak_rss_bytes"),
+        "peak_pss_bytes": measured.get("peak_pss_bytes"),
+    }
+
+
+def format_memory(summary: dict[str, Any]) -> str:
+    """Lines of peak memory per contender and the absolute targets' verdicts."""
+    lines = [
+        f"  peak memory of all processes (median): {name}"
+        f" RSS {c['peak_rss_bytes'] / 2**30:.2f} GB,"
+        f" PSS {c.get('peak_pss_bytes', 0) / 2**30:.2f} GB"
+        for name, c in summary["contenders"].items()
+        if c.get("peak_rss_bytes")
+    ]
+    target = summary.get("absolute_targets")
+    if target:
+        for what, bound, unit, scale in (
+            ("wall_seconds", target["wall_seconds_bound"], "s", 1.0),
+            ("peak_rss_bytes", target["peak_rss_bytes_bound"], "GB", 2**30),
+        ):
+            value = target[what]
+            verdict = (
+                "not measured"
+                if value is None
+                else ("met" if value <= bound else "NOT met")
+            )
+            shown = "-" if value is None else f"{value / scale:.2f}"
+            lines.append(
+                f"  target: {target['contender']} {what} <= {bound / scale:.2f}"
+                f" {unit}: {shown} -> {verdict}"
+            )
+        if target["peak_pss_bytes"]:
+            lines.append(
+                f"    (its peak PSS, shared library pages counted once:"
+                f" {target['peak_pss_bytes'] / 2**30:.2f} GB)"
+            )
+    return "\n".join(lines)
 
 
 def log_run(
@@ -285,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         workload = WORKLOADS[name].smoke() if args.smoke else WORKLOADS[name]
         summary = run_workload(workload, args)
         report["workloads"][name] = summary
-        print(format_workload(summary, args.workers) + "\n", flush=True)
+        memory = format_memory(summary)
+        table = format_workload(summary, args.workers)
+        print(table + ("\n" + memory if memory else "") + "\n", flush=True)
     report["machine_after"] = machine()
     path = write_report(report, args.output, started, args.smoke)
     print(f"results written to {path}")

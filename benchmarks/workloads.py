@@ -32,6 +32,7 @@ __all__ = [
     "model_modules",
     "model_of",
     "bernoulli_subsets",
+    "checksum",
     "permutation_prefixes",
     "workload_subsets",
     "runner_arguments",
@@ -93,7 +94,6 @@ WORKLOADS: dict[str, Workload] = {
         n_test=200,
         budget=20,
     ),
-    # W3 is specified here; its runners arrive with KNN-Shapley in daskval
     "W2": Workload(
         id="W2",
         title="Data Banzhaf, MSR sampler, LogisticRegression(max_iter=500)",
@@ -270,6 +270,14 @@ def blas_pinned() -> bool:
     return all(os.environ.get(k) == v for k, v in BLAS_ENV.items())
 
 
+def checksum(values: Any) -> float:
+    """sum_i (i + 1) v_i, to compare value vectors across environments: it
+    changes when value moves between points (a plain sum is u(N) for any
+    efficient method)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values @ np.arange(1, len(values) + 1, dtype=np.float64))
+
+
 def emit(record: dict[str, Any]) -> None:
     """Print a runner's result as one marked JSON line (the last one it prints).
 
@@ -285,6 +293,9 @@ def emit(record: dict[str, Any]) -> None:
     - ``evaluations``: utility calls as the contender counts them;
     - ``fits``: non-empty coalitions evaluated for the result;
     - ``fits_performed``: non-empty coalitions evaluated, used or not;
+    - ``peak_rss_bytes``, ``peak_pss_bytes`` (optional): the peak summed RSS
+      and PSS of the runner and its descendants over the timed stretch
+      (rssmeter.py);
     - ``extra``: contender-specific diagnostics.
     """
     record = {**record, "pid": os.getpid(), "blas_pinned": blas_pinned()}

@@ -2,6 +2,7 @@
 work it claims, and the output carries the ratios.
 
 - benchmarks/run.py (W1, W2, W4): every contender processes the same samples;
+  (W3) daskval, pyDVL and the ideal give the same KNN-Shapley values;
 - benchmarks/sample_efficiency.py (a 6-player game, 2 seeds): every library
   stays within its budget of utility calls, and the exact values the RMSEs
   are taken against equal daskval's exact enumeration;
@@ -172,6 +173,53 @@ def test_output_has_medians_and_ratios(smoke: dict[str, Any], workload: str) -> 
             assert contender[field] > 0, field
     assert summary["targets"], "every implemented workload has a target"
     assert all(isinstance(t["met"], bool) for t in summary["targets"])
+
+
+@pytest.fixture(scope="module")
+def knn_smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The JSON report of one smoke run of W3 (exact KNN-Shapley)."""
+    python = require("pydvl")
+    output = tmp_path_factory.mktemp("bench-knn") / "smoke.json"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "run.py"),
+        "--smoke",
+        "--workloads",
+        "W3",
+        "--no-diagnostics",
+        "--pydvl-python",
+        str(python),
+        "--output",
+        str(output),
+    ]
+    _run(command, timeout=300)
+    report: dict[str, Any] = json.loads(output.read_text())
+    summary: dict[str, Any] = report["workloads"]["W3"]
+    return summary
+
+
+@pytest.mark.slow
+def test_w3_contenders_value_every_test_point_alike(knn_smoke: dict[str, Any]) -> None:
+    assert set(knn_smoke["runs"]) == CONTENDERS
+    assert knn_smoke["consistent"], knn_smoke["problems"]
+    n_test = knn_smoke["spec"]["n_test"]
+    checksums = []
+    for runs in knn_smoke["runs"].values():
+        (run,) = runs
+        # a sample, an evaluation and a "fit" are each one test point
+        assert run["samples"] == run["evaluations"] == run["fits"] == n_test
+        assert run["peak_rss_bytes"] > 0
+        assert run["blas_pinned"]
+        checksums.append(run["extra"]["values_checksum"])
+    # the same values from daskval, pyDVL and the ideal's numpy version
+    assert max(checksums) - min(checksums) < 1e-9 * max(1.0, abs(checksums[0]))
+    for field in RATIO_FIELDS:
+        assert (
+            math.isfinite(knn_smoke["ratios"][field]) and knn_smoke["ratios"][field] > 0
+        )
+    assert [t["ratio"] for t in knn_smoke["targets"]] == ["daskval/pydvl"]
+    absolute = knn_smoke["absolute_targets"]
+    assert absolute["wall_seconds"] > 0 and absolute["peak_rss_bytes"] > 0
 
 
 def test_ratios_are_per_evaluation_costs() -> None:
