@@ -56,6 +56,7 @@ exactly that of the careful distances.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -507,7 +508,7 @@ class KNNUtility(Utility):
         """Per-player moments over test points ``start .. stop-1`` of their
         KNN-Shapley values, computed in sub-blocks within the memory budget."""
         block = min(stop - start, self._block_size(self.n_train))
-        work = _Workspace(block, self.n_train)
+        work = _Workspace.reused(block, self.n_train)
         sums = MomentSums(self.n)
         for t0 in range(start, stop, block):
             sums.add(self.point_values(t0, min(stop, t0 + block), work))
@@ -592,7 +593,19 @@ class MomentSums:
 
 class _Workspace:
     """Buffers of one task's sub-blocks (rows x N), reused from block to block
-    (fresh arrays of this size would be page-faulted in on every block)."""
+    and, through :meth:`reused`, from task to task of a worker thread (fresh
+    arrays of this size would be page-faulted in every time)."""
+
+    _local = threading.local()
+
+    @classmethod
+    def reused(cls, rows: int, n: int) -> _Workspace:
+        """This thread's workspace when it is large enough, else a new one
+        (kept for the next task in its place)."""
+        work: _Workspace | None = getattr(cls._local, "work", None)
+        if work is None or work.n != n or work.dist.shape[0] < rows:
+            work = cls._local.work = cls(rows, n)
+        return work
 
     def __init__(self, rows: int, n: int) -> None:
         self.n = n
