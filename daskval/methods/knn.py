@@ -66,7 +66,7 @@ from daskval._validation import check_positive_int
 from daskval.accumulate import Moments, Statistic
 from daskval.data import Dataset
 from daskval.methods.base import Valuation
-from daskval.plan import Estimate, Plan
+from daskval.plan import EnumerationPlan, Estimate, Plan
 from daskval.utility import EvalStats, Utility, _sha
 
 __all__ = ["KNNShapleyValuation", "KNNUtility"]
@@ -639,8 +639,9 @@ def _positions(n: int) -> np.ndarray:
     return positions
 
 
-class KNNShapleyPlan(Plan):
-    """Sample ``j`` is test point ``j``; one "evaluation" per test point."""
+class KNNShapleyPlan(EnumerationPlan):
+    """Sample ``j`` is test point ``j``, enumerated once, at one "evaluation";
+    the values are the means over test points (not sums), with their stderr."""
 
     statistics = ("values",)
 
@@ -649,12 +650,6 @@ class KNNShapleyPlan(Plan):
 
     def sample_limit(self) -> int | None:
         return self.n_test
-
-    def max_evaluations_per_sample(self) -> int:
-        return 1
-
-    def fixed_evaluations_per_sample(self) -> int | None:
-        return 1
 
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
