@@ -39,7 +39,7 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare fields, not objects
 class ExperimentData:
     """A dataset split into train, valid and test, and what was corrupted.
 

@@ -47,18 +47,23 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
 __all__ = [
+    "BASELINE",
     "METHODS",
     "MODELS",
     "Comparison",
     "Curve",
     "DetectionScores",
+    "MethodSpec",
+    "RetrainUtility",
     "addition_curves",
+    "check_method",
     "compare_methods",
     "curves_frame",
     "detection_scores",
     "low_cluster",
     "make_model",
     "make_valuation",
+    "player_values",
     "random_values",
     "removal_curves",
     "retrain_scores",
@@ -386,7 +391,7 @@ def _default_scoring(data: ExperimentData, scoring: Any) -> Any:
 
 
 # -- removal and addition curves ------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare fields, not objects
 class Curve:
     """Scores on the held-out split as points are removed or added by value.
 
@@ -810,6 +815,7 @@ METHODS: dict[str, MethodSpec] = {
     ),
 }
 
+#: the name of the random valuation, the baseline row of every comparison
 BASELINE = "random"
 
 
