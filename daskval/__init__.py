@@ -1,7 +1,8 @@
 """daskval: data valuation on Dask.
 
 Value training points (or groups of them) with Shapley, leave-one-out and
-related methods; the same call runs on an embedded LocalCluster, a remote
+related methods (semivalues, KNN-Shapley, Data-OOB, least core, group
+testing); the same call runs on an embedded LocalCluster, a remote
 scheduler, or an HPC batch system.
 """
 
@@ -10,18 +11,27 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from daskval import datasets, evaluate, plot
 from daskval.checkpoint import CheckpointError
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
 from daskval.methods import (
     BanzhafValuation,
     BetaShapleyValuation,
+    DataOOBValuation,
+    GroupTestingShapleyValuation,
+    KNNShapleyValuation,
+    LeastCoreValuation,
     LOOValuation,
     SemivalueValuation,
     ShapleyValuation,
     Valuation,
     WeightedBanzhafValuation,
 )
+from daskval.methods.core import solve_least_core
+from daskval.methods.group_testing import group_testing_sample_size
+from daskval.methods.knn import KNNUtility
+from daskval.methods.oob import OOBUtility
 from daskval.methods.regression import RegressionSampler
 from daskval.result import ValuationResult
 from daskval.samplers import (
@@ -57,17 +67,23 @@ __all__ = [
     "BetaShapleyValuation",
     "CheckpointError",
     "DaskvalWarning",
+    "DataOOBValuation",
     "Dataset",
     "EvalStats",
     "ExactSampler",
     "FunctionUtility",
+    "GroupTestingShapleyValuation",
+    "KNNShapleyValuation",
+    "KNNUtility",
     "LOOValuation",
+    "LeastCoreValuation",
     "MSRSampler",
     "MaxEvaluations",
     "MaxSamples",
     "MaxStderr",
     "MaxTime",
     "ModelUtility",
+    "OOBUtility",
     "OwenSampler",
     "PermutationSampler",
     "RankStable",
@@ -88,6 +104,11 @@ __all__ = [
     "WeightedBanzhaf",
     "WeightedBanzhafValuation",
     "__version__",
+    "datasets",
+    "evaluate",
+    "group_testing_sample_size",
+    "plot",
+    "solve_least_core",
     # the workers' memo, loaded on first use (it imports distributed)
     "MemoConfig",
     "clear_memo",

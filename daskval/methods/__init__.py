@@ -1,7 +1,11 @@
 """Valuation methods, one module per family."""
 
 from daskval.methods.base import Valuation
+from daskval.methods.core import LeastCoreValuation
+from daskval.methods.group_testing import GroupTestingShapleyValuation
+from daskval.methods.knn import KNNShapleyValuation
 from daskval.methods.loo import LOOValuation
+from daskval.methods.oob import DataOOBValuation
 from daskval.methods.semivalue import (
     BanzhafValuation,
     BetaShapleyValuation,
@@ -13,7 +17,11 @@ from daskval.methods.shapley import ShapleyValuation
 __all__ = [
     "BanzhafValuation",
     "BetaShapleyValuation",
+    "DataOOBValuation",
+    "GroupTestingShapleyValuation",
+    "KNNShapleyValuation",
     "LOOValuation",
+    "LeastCoreValuation",
     "SemivalueValuation",
     "ShapleyValuation",
     "Valuation",
