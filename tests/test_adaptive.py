@@ -69,6 +69,7 @@ def test_worker_joining_and_leaving_mid_fit(client: Client) -> None:
     ):
         (first,) = elastic.scheduler_info()["workers"]
         began = time.time()
+        elastic.get_task_stream()  # the scheduler records tasks from now on
         handle = valuation().submit(client=elastic, dashboard=False, samples_per_task=1)
         wait_until(lambda: handle.progress["n_samples"] > 0, 60, "the first samples")
         cluster.scale(2)

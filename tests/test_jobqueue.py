@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 import pytest
 import yaml
 from distributed import Client
 from helpers.reference import assert_same_values, small_valuation
+from helpers.slow_games import slow_majority16
 
 import daskval as dv
 from daskval.engine.hpc import jobqueue_cluster, lifetime_args, parse_walltime
@@ -168,3 +171,65 @@ def test_jobqueue_local_cluster_gives_the_local_values(client: Client) -> None:
         assert len(jq_client.nthreads()) == 2
     assert_same_values(result.result_, reference.result_)
     assert isinstance(result.result_, dv.ValuationResult)
+
+
+BUDGET = 60
+
+
+def slow_valuation() -> dv.ShapleyValuation:
+    return dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority16, 16),
+        sampler=dv.PermutationSampler(),
+        stop=dv.MaxSamples(BUDGET),
+        seed=5,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_run_survives_workers_retiring_at_their_lifetime(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of a 24 s walltime: workers retire after 8-12 s and adapt()
+    replaces their jobs; the run goes on and gets the fixed cluster's values."""
+    # the jobs' workers import the game from tests/helpers
+    tests = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+    )
+    fixed = slow_valuation().fit(client=client, progress=False, dashboard=False)
+    with (
+        # the cluster forgets a retired worker's job after 1 s instead of 15 s,
+        # so that adapt() replaces it at once
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
+        jobqueue_cluster(
+            "local",
+            cores=1,
+            processes=1,
+            memory="2GiB",
+            walltime="24s",
+            margin="12s",
+            stagger="2s",
+            scheduler_options=ON_LOOPBACK,
+            python=sys.executable,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as jq_client,
+    ):
+        assert "--lifetime 10s --lifetime-stagger 2s" in cluster.job_script()
+        cluster.adapt(minimum_jobs=2, maximum_jobs=2, interval="500ms")
+        jq_client.wait_for_workers(2, timeout=120)
+        began = time.time()
+        jq_client.get_task_stream()  # the scheduler records from now on
+        result = slow_valuation().fit(client=jq_client, progress=False, dashboard=False)
+        ran = {
+            record["worker"]
+            for record in jq_client.get_task_stream(start=began)
+            if str(record["key"]).startswith("daskval-leaf")
+        }
+    # workers that started after others retired took tasks of the same run
+    assert len(ran) > 2, ran
+    assert result.result_.n_samples == fixed.result_.n_samples == BUDGET
+    np.testing.assert_allclose(
+        result.result_.values, fixed.result_.values, rtol=0, atol=1e-12
+    )
+    np.testing.assert_array_equal(result.result_.counts, fixed.result_.counts)
