@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,17 +29,6 @@ import daskval as dv
 from daskval.dashboard import fallback
 
 IN_CI = bool(os.environ.get("CI"))
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 N = 12
 # the page refreshes every 0.5 s and runs publish every ~1 s
 READ_TIMEOUT_MS = 30_000
@@ -73,28 +61,11 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium under Playwright, with a fresh profile."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e .[test])")
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with (
-        tempfile.TemporaryDirectory(prefix="daskval-chromium-") as profile,
-        sync_playwright() as p,
-    ):
-        # a persistent context is the way to give Chromium its own profile dir
-        context = p.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1000, "height": 1400},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    reason = dv.plot.png_unavailable()
+    if reason is not None:
+        _unavailable(reason)
+    with dv.plot.headless_chromium(viewport={"width": 1000, "height": 1400}) as context:
+        yield context
 
 
 def artifacts_dir(tmp_path: Path) -> Path:
