@@ -244,7 +244,7 @@ def test_same_values_on_one_and_two_workers_and_in_process(
         np.testing.assert_allclose(result.stderr, expected_se, rtol=1e-9)
         assert result.metadata["method"] == "knn_shapley"
         assert result.metadata["k"] == 4
-    # sized by the engine, without the memo (the default)
+    # the default task sizes, without the memo (the default)
     result = KNNShapleyValuation(data, 4).fit(client=client).result_
     assert result is not None
     np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-12)

@@ -744,21 +744,27 @@ class KNNShapleyValuation(Valuation):
 
     def submit(self, client: Any = None, **kwargs: Any) -> Any:
         """Start the broadcast path without blocking (see
-        :meth:`~daskval.methods.base.Valuation.submit`; the workers' memo is
-        off unless ``memo=`` says otherwise: the closed form evaluates no
-        coalitions)."""
+        :meth:`~daskval.methods.base.Valuation.submit` and :meth:`fit` for
+        the defaults that differ)."""
+        from daskval.engine.cluster import resolve_client
+
         if self.train_chunk_size is not None:
             raise ValueError(
                 "train_chunk_size runs through fit() only (no handle, "
                 "checkpoints or progress); call fit()"
             )
-        return super().submit(client, **{"memo": False, **kwargs})
+        resolved = resolve_client(client)
+        return super().submit(resolved, **self._engine_options(resolved, kwargs))
 
     def fit(self, client: Any = None, **kwargs: Any) -> KNNShapleyValuation:
         """Run to the end; the arguments are those of
-        :meth:`~daskval.methods.base.Valuation.fit`. With the training set
-        chunked over the workers (``train_chunk_size``, or a dataset too large
-        to broadcast), only ``client`` is accepted."""
+        :meth:`~daskval.methods.base.Valuation.fit`, with other defaults: the
+        workers' memo is off (the closed form evaluates no coalitions), and
+        tasks take a quarter of each worker thread's share of the test
+        points (``samples_per_task``), since every task returns a statistic
+        of N players whatever its number of test points. With the training
+        set chunked over the workers (``train_chunk_size``, or a dataset too
+        large to broadcast), only ``client`` is accepted."""
         from daskval.engine.cluster import resolve_client
         from daskval.engine.knn_chunked import chunk_size_for, run_chunked
 
@@ -766,17 +772,24 @@ class KNNShapleyValuation(Valuation):
             raise ValueError(
                 f"with train_chunk_size, fit() takes only client=; got {sorted(kwargs)}"
             )
-        if kwargs:  # engine options: the broadcast path (which checks them)
-            super().fit(client, **{"memo": False, **kwargs})
-            return self
         resolved = resolve_client(client)
-        size = self.train_chunk_size or chunk_size_for(resolved, self.utility)
-        if size is None:
-            super().fit(resolved, memo=False)
+        size = None if kwargs else self.train_chunk_size
+        if size is None and not kwargs:
+            size = chunk_size_for(resolved, self.utility)
+        if size is None:  # the broadcast path (the engine checks its options)
+            super().fit(resolved, **self._engine_options(resolved, kwargs))
             return self
         result = run_chunked(self, resolved, size)
         self.result_, self.results_ = result, {self.method_name: result}
         return self
+
+    def _engine_options(self, client: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """The engine's options with this method's defaults filled in."""
+        options = {"memo": False, **options}
+        if options.get("samples_per_task") is None:
+            threads = sum(client.nthreads().values()) or 1
+            options["samples_per_task"] = -(-self.utility.n_test // (4 * threads))
+        return options
 
     def make_plan(self) -> Plan:
         return KNNShapleyPlan(self.utility.n, self.utility.n_test)
