@@ -109,19 +109,30 @@ __all__ = [
     "group_testing_sample_size",
     "plot",
     "solve_least_core",
-    # the workers' memo, loaded on first use (it imports distributed)
+    # loaded on first use (they import distributed)
     "MemoConfig",
     "clear_memo",
+    "connect_scheduler",
+    "jobqueue_cluster",
+    "lifetime_args",
     "memo_stats",
 ]
 
-_LAZY_MEMO = ("MemoConfig", "clear_memo", "memo_stats")
+# name -> the engine module that defines it
+_LAZY = {
+    "MemoConfig": "daskval.engine.memo",
+    "clear_memo": "daskval.engine.memo",
+    "memo_stats": "daskval.engine.memo",
+    "connect_scheduler": "daskval.engine.cluster",
+    "jobqueue_cluster": "daskval.engine.hpc",
+    "lifetime_args": "daskval.engine.hpc",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # ``import daskval`` does not import distributed; the memo's API does
-    if name in _LAZY_MEMO:
-        from daskval.engine import memo
+    # ``import daskval`` does not import distributed; the engine's API does
+    if name in _LAZY:
+        import importlib
 
-        return getattr(memo, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'daskval' has no attribute {name!r}")
