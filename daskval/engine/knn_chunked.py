@@ -130,8 +130,8 @@ def chunk_size_for(client: Client, utility: KNNUtility) -> int | None:
     if not limits:
         return None
     share = _MEMORY_SHARE * min(limits)
-    # what a worker would hold: the arrays the utility ships (it keeps the
-    # training features twice, as given and centred), or the dataset's
+    # what a worker would hold: the arrays the utility ships (centred
+    # features, labels, squared norms), or the dataset's if larger
     shipped = sum(
         value.nbytes
         for value in utility.__getstate__().values()

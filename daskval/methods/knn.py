@@ -346,7 +346,6 @@ class KNNUtility(Utility):
         # lies on a power-of-two grid so that centring points of such a grid
         # (integers, halves, ...) is exact and keeps their ties
         centre = np.zeros(x_train.shape[1]) if metric == "cosine" else _centre(x_train)
-        self.centre = centre
         # training points as columns: the distance loops read contiguous rows
         self.train_t = np.ascontiguousarray((x_train - centre).T)
         self.x_test = x_test - centre
