@@ -349,7 +349,7 @@ def test_chunked_path_is_fit_only() -> None:
     valuation = KNNShapleyValuation(small_problem(10, 3, 2, 0), 3, train_chunk_size=4)
     with pytest.raises(ValueError, match="fit\\(\\) only"):
         valuation.submit()
-    with pytest.raises(ValueError, match="takes only client="):
+    with pytest.raises(ValueError, match="takes only client=, progress= and"):
         valuation.fit(memo=False)
     with pytest.raises(ValueError, match="train_chunk_size must be >= 1"):
         KNNShapleyValuation(small_problem(10, 3, 2, 0), 3, train_chunk_size=0)
@@ -369,3 +369,10 @@ def test_data_too_large_to_broadcast_is_chunked() -> None:
     assert chunk_size_for(Scheduler(10**9), utility) is None  # type: ignore[arg-type]
     size = chunk_size_for(Scheduler(20_000), utility)  # type: ignore[arg-type]
     assert size is not None and 1 <= size < 1000
+
+
+def test_chunked_path_ignores_display_options(client: Client) -> None:
+    data = small_problem(60, 5, 2, 3)
+    chunked = KNNShapleyValuation(data, 3, train_chunk_size=25)
+    result = chunked.fit(client, progress=False, dashboard=False).result_
+    assert result is not None and result.metadata["train_chunks"] == 3

@@ -763,17 +763,21 @@ class KNNShapleyValuation(Valuation):
         points (``samples_per_task``), since every task returns a statistic
         of N players whatever its number of test points. With the training
         set chunked over the workers (``train_chunk_size``, or a dataset too
-        large to broadcast), only ``client`` is accepted."""
+        large to broadcast), only ``client``, ``progress`` and ``dashboard``
+        are accepted (and the last two have no effect)."""
         from daskval.engine.cluster import resolve_client
         from daskval.engine.knn_chunked import chunk_size_for, run_chunked
 
-        if self.train_chunk_size is not None and kwargs:
+        # the chunked path shows no progress: these options do not matter to it
+        unsupported = sorted(set(kwargs) - {"progress", "dashboard"})
+        if self.train_chunk_size is not None and unsupported:
             raise ValueError(
-                f"with train_chunk_size, fit() takes only client=; got {sorted(kwargs)}"
+                f"with train_chunk_size, fit() takes only client=, progress= and "
+                f"dashboard=; got {unsupported}"
             )
         resolved = resolve_client(client)
-        size = None if kwargs else self.train_chunk_size
-        if size is None and not kwargs:
+        size = self.train_chunk_size
+        if size is None and not unsupported:
             size = chunk_size_for(resolved, self.utility)
         if size is None:  # the broadcast path (the engine checks its options)
             super().fit(resolved, **self._engine_options(resolved, kwargs))
