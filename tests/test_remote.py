@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from distributed import Client
 from helpers.processes import remote_cluster
 from helpers.reference import assert_same_values, small_valuation
+from sklearn.datasets import make_classification
 
 import daskval as dv
 from daskval.engine.cluster import connect_scheduler
@@ -29,8 +32,9 @@ def local_values(client: Client) -> dv.ValuationResult:
 
 
 def test_remote_scheduler_without_daskval_gives_the_local_values(
-    tmp_path: Path, local_values: dv.ValuationResult
+    tmp_path: Path, local_values: dv.ValuationResult, client: Client
 ) -> None:
+    local_client = client  # the suite's LocalCluster (`client` is reused below)
     with remote_cluster(tmp_path, scheduler_without_daskval=True) as cluster:
         try:
             client = connect_scheduler(cluster.address, worker_timeout=90)
@@ -51,5 +55,15 @@ def test_remote_scheduler_without_daskval_gives_the_local_values(
             link = handle.dashboard_link
             assert link is not None and f":{cluster.dashboard_port}/" not in link
             workers = result.metadata["n_workers"]
+            # KNN-Shapley's chunked path submits its own tasks: also opaque
+            chunked = _knn(train_chunk_size=16).fit(client=client).result_
     assert workers == 2
     assert_same_values(result, local_values)
+    broadcast = _knn().fit(client=local_client).result_
+    np.testing.assert_allclose(chunked.values, broadcast.values, rtol=0, atol=1e-12)
+
+
+def _knn(**options: Any) -> dv.KNNShapleyValuation:
+    x, y = make_classification(60, 4, random_state=0)
+    data = dv.Dataset(x[:40], y[:40], x[40:], y[40:])
+    return dv.KNNShapleyValuation(data, 3, **options)

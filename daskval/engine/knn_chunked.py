@@ -37,6 +37,7 @@ from distributed import Client, Future
 
 from daskval.accumulate import Moments
 from daskval.engine.faults import _MEMORY_SHARE, utility_nbytes
+from daskval.engine.packed import submit_packed
 from daskval.result import ValuationResult
 
 if TYPE_CHECKING:
@@ -178,22 +179,22 @@ def run_chunked(
         t1 = min(n_test, t0 + block)
         x = utility.x_test[t0:t1]
         parts = [
-            client.submit(chunk_distances, chunk, x, utility.metric, pure=False)
+            submit_packed(client, chunk_distances, chunk, x, utility.metric)
             for chunk in chunk_futures
         ]
         spec = BlockSpec(utility.k, utility.metric, n, utility.n, utility.y_test[t0:t1])
-        combined = client.submit(
-            block_moments, spec, labels, row_players, *parts, pure=False
+        combined = submit_packed(
+            client, block_moments, spec, labels, row_players, *parts
         )
         in_flight.append(combined)
         pending.append(combined)
         if len(pending) >= _MERGE_FANIN:
-            pending = [client.submit(merge_moments, *pending, pure=False)]
+            pending = [submit_packed(client, merge_moments, *pending)]
         while len(in_flight) >= window:
             _wait(in_flight.popleft())
     while len(pending) > 1:
         pending = [
-            client.submit(merge_moments, *pending[i : i + _MERGE_FANIN], pure=False)
+            submit_packed(client, merge_moments, *pending[i : i + _MERGE_FANIN])
             for i in range(0, len(pending), _MERGE_FANIN)
         ]
     moments: Moments = pending[0].result()
