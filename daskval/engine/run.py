@@ -51,6 +51,7 @@ from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
     PoisonIsolation,
     chain_is_broken,
+    check_fits_in_memory,
     check_not_all_failed,
     is_killed_worker,
 )
@@ -1055,6 +1056,9 @@ def start_run(
             f"memo must be True, False or a MemoConfig, got {type(memo).__name__}"
         )
     resolved = resolve_client(client)
+    # a dataset the workers cannot hold is refused before the dashboard or
+    # the broadcast touches the cluster
+    check_fits_in_memory(resolved, valuation.utility)
     settings = RunSettings(
         samples_per_task=samples_per_task,
         memo=memo,
