@@ -309,3 +309,23 @@ def test_dashboards_listen_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> 
         assert _listening_ip(other.port) == {"0.0.0.0"}
     finally:
         other.stop()
+
+
+def test_event_extremes_are_the_ends_of_a_stable_sort() -> None:
+    """The top/bottom tables select without a full sort; ties and NaNs
+    must come out exactly as a stable argsort orders them."""
+    from daskval.dashboard.events import _ends_of_stable_order
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, k = int(rng.integers(1, 400)), int(rng.integers(0, 12))
+        values = (
+            rng.integers(0, 5, n).astype(float) if trial % 2 else rng.normal(size=n)
+        )
+        if trial % 7 == 0:
+            values[rng.integers(0, n)] = np.nan
+        k = min(k, n)
+        order = np.argsort(values, kind="stable")
+        lowest, highest = _ends_of_stable_order(values, k)
+        np.testing.assert_array_equal(lowest, order[:k])
+        np.testing.assert_array_equal(highest, order[::-1][:k])

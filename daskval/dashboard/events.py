@@ -119,8 +119,8 @@ def _extremes(
     values: np.ndarray, stderr: np.ndarray, names: Sequence[str], k: int
 ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """The ``k`` highest and ``k`` lowest players: name, value, stderr, rank."""
-    order = np.argsort(values, kind="stable")
     k = min(k, len(values))
+    lowest, highest = _ends_of_stable_order(values, k)
 
     def rows(positions: np.ndarray) -> dict[str, list[Any]]:
         return {
@@ -130,7 +130,26 @@ def _extremes(
             "stderr": [_finite(stderr[i]) for i in positions],
         }
 
-    return rows(order[::-1][:k]), rows(order[:k])
+    return rows(highest), rows(lowest)
+
+
+def _ends_of_stable_order(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` and the last ``k`` (reversed) positions of
+    ``np.argsort(values, kind="stable")``, without sorting all of them: at a
+    million players a full sort costs ~0.1 s of the client's time per fetch."""
+    n = len(values)
+    if n <= 8 * k or k == 0 or np.isnan(values).any():  # NaNs sort last
+        order = np.argsort(values, kind="stable")
+        return order[:k], order[::-1][:k]
+    kth_low = np.partition(values, k - 1)[k - 1]
+    kth_high = np.partition(values, n - k)[n - k]
+    # every tie of the k-th value is a candidate; candidates are in index
+    # order, so a stable sort of them is the stable sort's order restricted
+    low = np.flatnonzero(values <= kth_low)
+    high = np.flatnonzero(values >= kth_high)
+    low = low[np.argsort(values[low], kind="stable")][:k]
+    high = high[np.argsort(values[high], kind="stable")][::-1][:k]
+    return low, high
 
 
 def _stderr_histogram(stderr: np.ndarray, bins: int) -> dict[str, Any]:
