@@ -73,6 +73,12 @@ class Plan(ABC):
         """The utility calls of every sample when constant, else None."""
         return None
 
+    def samples_per_task(self, n_threads: int) -> int | None:
+        """A fixed task size for a cluster of ``n_threads`` worker threads,
+        for plans whose tasks cost something timing cannot see (e.g. a large
+        statistic per task); None: sized from the measured evaluation time."""
+        return None
+
     @abstractmethod
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats

@@ -376,3 +376,17 @@ def test_chunked_path_ignores_display_options(client: Client) -> None:
     chunked = KNNShapleyValuation(data, 3, train_chunk_size=25)
     result = chunked.fit(client, progress=False, dashboard=False).result_
     assert result is not None and result.metadata["train_chunks"] == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"samples_per_task": 0}, "samples_per_task"), ({"memo": "yes"}, "memo")],
+)
+def test_bad_engine_options_are_refused_before_a_client_is_looked_up(
+    options: dict, match: str
+) -> None:
+    """fit() routes between the broadcast and the chunked path by the
+    workers' memory, but checks the engine's options first."""
+    valuation = KNNShapleyValuation(small_problem(12, 3, 2, seed=0), 3)
+    with pytest.raises((TypeError, ValueError), match=match):
+        valuation.fit(client="not a client", **options)

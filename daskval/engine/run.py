@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from daskval.dashboard.monitor import RunMonitor
     from daskval.methods.base import Valuation
 
-__all__ = ["RunSettings", "ValuationHandle", "start_run"]
+__all__ = ["RunSettings", "ValuationHandle", "check_run_options", "start_run"]
 
 logger = logging.getLogger("daskval")
 
@@ -259,6 +259,9 @@ class ValuationHandle:
         stop = self.valuation.stop
         if stop is not None:
             stop.reset()
+        if settings.samples_per_task is None:  # the plan's own, if it has one
+            n_threads = sum(client.nthreads().values()) or 1
+            settings.samples_per_task = plan.samples_per_task(n_threads)
         memo = settings.memo is not False
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
@@ -1024,19 +1027,19 @@ def _checkpoint_settings(
     return target, interval, restored
 
 
-def start_run(
+def check_run_options(
     valuation: Valuation,
     *,
-    client: Any = None,
     samples_per_task: int | None = None,
-    memo: bool | MemoConfig = True,
+    memo: bool | MemoConfig | None = None,
     checkpoint: str | os.PathLike[str] | bool | None = None,
     checkpoint_interval: float = 60.0,
     resume: str | os.PathLike[str] | bool | None = None,
     progress: bool | None = False,
     dashboard: bool | str = True,
-) -> ValuationHandle:
-    """Validate, connect and start a run in a background thread."""
+) -> tuple[Plan, RunSettings, str, bool | None]:
+    """Every option of a run checked, before any client is looked up or
+    started: the plan, the settings, the dashboard mode and the bar's mode."""
     from daskval.dashboard.monitor import check_dashboard, check_progress
 
     progress = check_progress(progress)
@@ -1050,15 +1053,12 @@ def start_run(
     path, interval, restored = _checkpoint_settings(
         valuation, plan, checkpoint, checkpoint_interval, resume
     )
-    # every argument is checked before a client is looked up or started
+    if memo is None:
+        memo = valuation.default_memo
     if not isinstance(memo, (bool, MemoConfig)):
         raise TypeError(
-            f"memo must be True, False or a MemoConfig, got {type(memo).__name__}"
+            f"memo must be True, False, None or a MemoConfig, got {type(memo).__name__}"
         )
-    resolved = resolve_client(client)
-    # a dataset the workers cannot hold is refused before the dashboard or
-    # the broadcast touches the cluster
-    check_fits_in_memory(resolved, valuation.utility)
     settings = RunSettings(
         samples_per_task=samples_per_task,
         memo=memo,
@@ -1066,6 +1066,19 @@ def start_run(
         checkpoint_interval=interval,
         resume=restored,
     )
+    return plan, settings, dashboard_mode, progress
+
+
+def start_run(
+    valuation: Valuation, *, client: Any = None, **options: Any
+) -> ValuationHandle:
+    """Validate, connect and start a run in a background thread (the options
+    are those of :func:`check_run_options`)."""
+    plan, settings, dashboard_mode, progress = check_run_options(valuation, **options)
+    resolved = resolve_client(client)
+    # a dataset the workers cannot hold is refused before the dashboard or
+    # the broadcast touches the cluster
+    check_fits_in_memory(resolved, valuation.utility)
     monitor = functools.partial(
         _make_monitor, valuation, resolved, dashboard_mode, progress
     )

@@ -44,6 +44,8 @@ class Valuation(ABC):
     """
 
     method_name = "valuation"
+    #: whether runs go through the workers' memo when ``memo=None``
+    default_memo = True
 
     def __init__(
         self,
@@ -84,7 +86,7 @@ class Valuation(ABC):
         client: Any = None,
         *,
         samples_per_task: int | None = None,
-        memo: bool | MemoConfig = True,
+        memo: bool | MemoConfig | None = None,
         checkpoint: str | os.PathLike[str] | bool | None = None,
         checkpoint_interval: float = 60.0,
         resume: str | os.PathLike[str] | bool | None = None,
@@ -101,10 +103,12 @@ class Valuation(ABC):
         samples_per_task : int, optional
             Fix the number of samples per task instead of sizing tasks from
             the measured evaluation time (values do not depend on it).
-        memo : bool or MemoConfig
-            Evaluate through the workers' memo (default), which reuses u(S)
-            across points, samplers, methods and fits on the same cluster;
-            ``False`` bypasses it. A :class:`~daskval.MemoConfig` also sets
+        memo : bool, MemoConfig or None
+            Evaluate through the workers' memo, which reuses u(S) across
+            points, samplers, methods and fits on the same cluster; ``False``
+            bypasses it. ``None`` (default): the method's default, on for
+            every method that evaluates coalitions (``default_memo``; off
+            for KNN-Shapley's closed form). A :class:`~daskval.MemoConfig` also sets
             the memo's memory bound and disk spill on every worker. Values,
             budgets and failure counts are the same either way.
         checkpoint : str, PathLike or bool, optional
@@ -164,7 +168,7 @@ class Valuation(ABC):
         client: Any = None,
         *,
         samples_per_task: int | None = None,
-        memo: bool | MemoConfig = True,
+        memo: bool | MemoConfig | None = None,
         checkpoint: str | os.PathLike[str] | bool | None = None,
         checkpoint_interval: float = 60.0,
         resume: str | os.PathLike[str] | bool | None = None,

@@ -650,6 +650,12 @@ class KNNShapleyPlan(EnumerationPlan):
     def sample_limit(self) -> int | None:
         return self.n_test
 
+    def samples_per_task(self, n_threads: int) -> int | None:
+        # a quarter of each thread's share: every task returns a statistic of
+        # n players whatever its test points (24 MB and ~85 ms at n = 1M), so
+        # tasks sized from the kernel's time alone (2-8 points) cost twice
+        return -(-self.n_test // (4 * n_threads))
+
     def run(
         self, utility: Utility, start: int, stop: int, stats: EvalStats
     ) -> tuple[dict[str, Statistic], np.ndarray]:
@@ -722,6 +728,7 @@ class KNNShapleyValuation(Valuation):
     """
 
     method_name = "knn_shapley"
+    default_memo = False  # the closed form evaluates no coalitions
 
     def __init__(
         self,
@@ -745,15 +752,12 @@ class KNNShapleyValuation(Valuation):
         """Start the broadcast path without blocking (see
         :meth:`~daskval.methods.base.Valuation.submit` and :meth:`fit` for
         the defaults that differ)."""
-        from daskval.engine.cluster import resolve_client
-
         if self.train_chunk_size is not None:
             raise ValueError(
                 "train_chunk_size runs through fit() only (no handle, "
                 "checkpoints or progress); call fit()"
             )
-        resolved = resolve_client(client)
-        return super().submit(resolved, **self._engine_options(resolved, kwargs))
+        return super().submit(client, **kwargs)
 
     def fit(self, client: Any = None, **kwargs: Any) -> KNNShapleyValuation:
         """Run to the end; the arguments are those of
@@ -767,6 +771,7 @@ class KNNShapleyValuation(Valuation):
         are accepted (and the last two have no effect)."""
         from daskval.engine.cluster import resolve_client
         from daskval.engine.knn_chunked import chunk_size_for, run_chunked
+        from daskval.engine.run import check_run_options
 
         # the chunked path shows no progress: these options do not matter to it
         unsupported = sorted(set(kwargs) - {"progress", "dashboard"})
@@ -775,24 +780,17 @@ class KNNShapleyValuation(Valuation):
                 f"with train_chunk_size, fit() takes only client=, progress= and "
                 f"dashboard=; got {unsupported}"
             )
+        check_run_options(self, **kwargs)  # before a client is looked up
         resolved = resolve_client(client)
         size = self.train_chunk_size
         if size is None and not unsupported:
             size = chunk_size_for(resolved, self.utility)
-        if size is None:  # the broadcast path (the engine checks its options)
-            super().fit(resolved, **self._engine_options(resolved, kwargs))
+        if size is None:  # the broadcast path
+            super().fit(resolved, **kwargs)
             return self
         result = run_chunked(self, resolved, size)
         self.result_, self.results_ = result, {self.method_name: result}
         return self
-
-    def _engine_options(self, client: Any, options: dict[str, Any]) -> dict[str, Any]:
-        """The engine's options with this method's defaults filled in."""
-        options = {"memo": False, **options}
-        if options.get("samples_per_task") is None:
-            threads = sum(client.nthreads().values()) or 1
-            options["samples_per_task"] = -(-self.utility.n_test // (4 * threads))
-        return options
 
     def make_plan(self) -> Plan:
         return KNNShapleyPlan(self.utility.n, self.utility.n_test)
