@@ -49,12 +49,12 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cpumeter import CpuMeter, descendants
+from cpumeter import CpuMeter
+from rssmeter import RssMeter
 from workloads import BLAS_ENV, SEED, make_data, versions
 
 HERE = Path(__file__).resolve().parent
@@ -62,68 +62,6 @@ RESULTS = HERE / "results"
 MARKER = "OOB-BENCH "
 CONTENDERS = ("bagging", "daskval", "daskval-repeat")
 TARGET_RATIO = 1.2
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-# --------------------------------------------------------------------------
-# memory of a process tree
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * _PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _pss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, IndexError, ValueError):
-        pass
-    return 0
-
-
-def tree_memory() -> tuple[int, int]:
-    """(sum of RSS, sum of PSS) in bytes of this process and its descendants."""
-    pids = {os.getpid()} | descendants(os.getpid())
-    return sum(map(_rss_bytes, pids)), sum(map(_pss_bytes, pids))
-
-
-class PeakMemory:
-    """The peak RSS and PSS sums of this process tree, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval = interval
-        self.peak_rss = self.peak_pss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def start(self) -> PeakMemory:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        rss, pss = tree_memory()
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        return {
-            "peak_rss_mb": self.peak_rss / 2**20,
-            "peak_pss_mb": self.peak_pss / 2**20,
-        }
 
 
 # --------------------------------------------------------------------------
@@ -138,8 +76,9 @@ def make_model(max_depth: int | None) -> Any:
 
 def measured(fit: Any) -> tuple[dict[str, Any], Any]:
     """Run ``fit()``; its wall and CPU seconds and peak memory, and its output."""
-    before_rss, before_pss = tree_memory()
-    memory = PeakMemory().start()
+    before = RssMeter()
+    before.sample()
+    memory = RssMeter(interval=0.1).start()
     meter = CpuMeter().start()
     begin = time.perf_counter()
     out = fit()
@@ -149,10 +88,12 @@ def measured(fit: Any) -> tuple[dict[str, Any], Any]:
         "wall_seconds": wall,
         "cpu_seconds": cpu["cpu_seconds"],
         "processes": cpu["processes"],
-        "rss_before_mb": before_rss / 2**20,
-        "pss_before_mb": before_pss / 2**20,
-        **memory.stop(),
+        "rss_before_mb": before.peak / 2**20,
+        "pss_before_mb": before.peak_pss / 2**20,
     }
+    peak = memory.stop()
+    figures["peak_rss_mb"] = peak["peak_rss_bytes"] / 2**20
+    figures["peak_pss_mb"] = peak["peak_pss_bytes"] / 2**20
     return figures, out
 
 
