@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from daskval import datasets, evaluate, plot
 from daskval.checkpoint import CheckpointError
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
@@ -109,7 +108,7 @@ __all__ = [
     "group_testing_sample_size",
     "plot",
     "solve_least_core",
-    # loaded on first use (they import distributed)
+    # loaded on first use (the engine's import distributed)
     "MemoConfig",
     "clear_memo",
     "connect_scheduler",
@@ -118,6 +117,8 @@ __all__ = [
     "memo_stats",
 ]
 
+# submodules for users, imported on first use (workers never need them)
+_SUBMODULES = ("datasets", "evaluate", "plot")
 # name -> the engine module that defines it
 _LAZY = {
     "MemoConfig": "daskval.engine.memo",
@@ -131,8 +132,10 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # ``import daskval`` does not import distributed; the engine's API does
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES:
+        return importlib.import_module(f"daskval.{name}")
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'daskval' has no attribute {name!r}")

@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 
 from daskval._validation import check_positive_int
 from daskval.accumulate import Rows, Statistic
@@ -338,6 +336,8 @@ def _lp(
     k, n = a.shape
     cost = np.zeros(n + 1)
     cost[-1] = 1.0
+    import scipy.optimize  # the client solves: workers never need it
+
     result = scipy.optimize.linprog(
         cost,
         A_ub=-np.hstack([a, np.ones((k, 1))]),
@@ -355,6 +355,8 @@ def _lp(
 
 def _sum_zero_basis(n: int) -> np.ndarray:
     """An orthonormal basis (n, n-1) of the vectors whose entries sum to 0."""
+    import scipy.linalg  # the client solves: workers never need it
+
     basis: np.ndarray = scipy.linalg.null_space(np.ones((1, n)))
     return basis
 
@@ -403,6 +405,8 @@ def _least_distance(g: np.ndarray, h: np.ndarray) -> np.ndarray:
     e = np.vstack([g.T, h[None, :]])
     f = np.zeros(m + 1)
     f[-1] = 1.0
+    import scipy.optimize  # the client solves: workers never need it
+
     w, _ = scipy.optimize.nnls(e, f, maxiter=50 * (len(h) + m + 1))
     r = e @ w - f
     if abs(r[-1]) < 1e-14:

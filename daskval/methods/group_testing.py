@@ -46,7 +46,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 
 from daskval._validation import check_positive_int, check_positive_number
 from daskval.accumulate import Moments, Statistic
@@ -151,6 +150,8 @@ def solve_group_testing_lp(means: np.ndarray, total: float) -> tuple[np.ndarray,
     b_ub = np.concatenate([means, -means])
     cost = np.zeros(n + 2)
     cost[n], cost[n + 1] = -1.0, 1.0
+    import scipy.optimize  # the client solves: workers never need it
+
     result = scipy.optimize.linprog(
         cost,
         A_ub=a_ub,
