@@ -75,6 +75,8 @@ def test_unknown_system_is_refused() -> None:
 
 def shipped_config() -> dict[str, Any]:
     """deploy/jobqueue.yaml's sections over dask-jobqueue's defaults."""
+    import dask_jobqueue  # noqa: F401  (its import registers those defaults)
+
     shipped = yaml.safe_load(SHIPPED.read_text())["jobqueue"]
     assert set(shipped) == {"slurm", "pbs"}
     return {
@@ -189,8 +191,9 @@ def slow_valuation() -> dv.ShapleyValuation:
 def test_run_survives_workers_retiring_at_their_lifetime(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Jobs of a 24 s walltime: workers retire after 8-12 s and adapt()
-    replaces their jobs; the run goes on and gets the fixed cluster's values."""
+    """Jobs of a 20 s walltime: workers retire after 4-8 s and adapt()
+    replaces their jobs; the run (~10 s of work per worker, more under load)
+    goes on and gets the fixed cluster's values."""
     # the jobs' workers import the game from tests/helpers
     tests = str(Path(__file__).resolve().parent)
     monkeypatch.setenv(
@@ -207,7 +210,7 @@ def test_run_survives_workers_retiring_at_their_lifetime(
             cores=1,
             processes=1,
             memory="2GiB",
-            walltime="24s",
+            walltime="20s",
             margin="12s",
             stagger="2s",
             scheduler_options=ON_LOOPBACK,
@@ -215,7 +218,7 @@ def test_run_survives_workers_retiring_at_their_lifetime(
         ) as cluster,
         Client(cluster, set_as_default=False) as jq_client,
     ):
-        assert "--lifetime 10s --lifetime-stagger 2s" in cluster.job_script()
+        assert "--lifetime 6s --lifetime-stagger 2s" in cluster.job_script()
         cluster.adapt(minimum_jobs=2, maximum_jobs=2, interval="500ms")
         jq_client.wait_for_workers(2, timeout=120)
         began = time.time()
