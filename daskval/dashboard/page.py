@@ -55,7 +55,11 @@ def _empty_history() -> dict[str, Any]:
     return {name: np.array([], dtype=float) for name in HISTORY_COLUMNS}
 
 
-def _table(source: ColumnDataSource, name: str, title: str) -> DataTable:
+def extremes_table(
+    source: ColumnDataSource, title: str, *, name: str | None = None, height: int = 290
+) -> DataTable:
+    """A table of ranked players (rank, name, value, stderr): the page's top
+    and bottom tables, and the static report's."""
     value = NumberFormatter(format="0.000000")
     return DataTable(
         source=source,
@@ -67,7 +71,7 @@ def _table(source: ColumnDataSource, name: str, title: str) -> DataTable:
             TableColumn(field="stderr", title="stderr", formatter=value),
         ],
         width=420,
-        height=290,
+        height=height,
         index_position=None,
     )
 
@@ -208,8 +212,8 @@ class _Session:
             row(evals, progress),
             row(rate, hist),
             row(
-                _table(self.top, "daskval-top-table", "highest"),
-                _table(self.bottom, "daskval-bottom-table", "lowest"),
+                extremes_table(self.top, "highest", name="daskval-top-table"),
+                extremes_table(self.bottom, "lowest", name="daskval-bottom-table"),
             ),
             workers,
         )

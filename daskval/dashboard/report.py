@@ -73,8 +73,9 @@ def _histogram(result: ValuationResult) -> Any:
 def _extremes(result: ValuationResult, k: int) -> tuple[Any, Any, Any]:
     """Tables of the k highest and k lowest, and a dot plot of both with 95% bars."""
     from bokeh.models import ColumnDataSource, FactorRange
-    from bokeh.models.widgets import DataTable, NumberFormatter, TableColumn
     from bokeh.plotting import figure
+
+    from daskval.dashboard.page import extremes_table
 
     order = np.argsort(result.values, kind="stable")
     k = min(k, len(order))
@@ -95,22 +96,6 @@ def _extremes(result: ValuationResult, k: int) -> tuple[Any, Any, Any]:
 
     top = source(order[::-1][:k], "daskval-top")
     bottom = source(order[:k], "daskval-bottom")
-    number = NumberFormatter(format="0.000000")
-
-    def table(src: Any, title: str) -> Any:
-        return DataTable(
-            source=src,
-            columns=[
-                TableColumn(field="rank", title="#", width=30),
-                TableColumn(field="name", title=title),
-                TableColumn(field="value", title="value", formatter=number),
-                TableColumn(field="stderr", title="stderr", formatter=number),
-            ],
-            width=420,
-            height=min(600, 30 + 26 * k),
-            index_position=None,
-        )
-
     labels = [f"top {n}" for n in top.data["name"]] + [
         f"bottom {n}" for n in bottom.data["name"]
     ]
@@ -125,7 +110,12 @@ def _extremes(result: ValuationResult, k: int) -> tuple[Any, Any, Any]:
         src.data["label"] = [f"{prefix} {n}" for n in src.data["name"]]
         dots.segment("low", "label", "high", "label", source=src, color=color)
         dots.scatter("value", "label", source=src, color=color, size=7)
-    return table(top, "highest"), table(bottom, "lowest"), dots
+    height = min(600, 30 + 26 * k)
+    return (
+        extremes_table(top, "highest", height=height),
+        extremes_table(bottom, "lowest", height=height),
+        dots,
+    )
 
 
 def _convergence(trace: dict[str, Any]) -> Any:
