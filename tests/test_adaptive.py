@@ -4,14 +4,13 @@ of a fixed-size cluster."""
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
-from helpers.processes import BLAS_ONE_THREAD
+from distributed import Client
+from helpers.processes import loopback_cluster
 
 import daskval as dv
 
@@ -55,18 +54,7 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 
 def test_worker_joining_and_leaving_mid_fit(client: Client) -> None:
     fixed = valuation().fit(client=client, progress=False, dashboard=False).result_
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-            env=dict(BLAS_ONE_THREAD),
-        ) as cluster,
-        Client(cluster, set_as_default=False) as elastic,
-    ):
+    with loopback_cluster(1) as (cluster, elastic):
         (first,) = elastic.scheduler_info()["workers"]
         began = time.time()
         elastic.get_task_stream()  # the scheduler records tasks from now on

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
+from helpers.processes import loopback_cluster
 from sklearn.dummy import DummyClassifier
 
 import daskval as dv
@@ -143,17 +143,7 @@ def test_max_time_stops_an_endless_run(client: Client) -> None:
 
 
 def test_a_worker_that_joins_mid_run_gets_the_utility_and_works() -> None:
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with loopback_cluster(1) as (cluster, client):
         utility = dv.FunctionUtility(slow_majority, 6)
         valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(1500), seed=5)
         handle = valuation.submit(client=client, samples_per_task=20)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # as on the embedded cluster: one BLAS thread per single-threaded worker
 BLAS_ONE_THREAD = {
@@ -269,3 +270,26 @@ def remote_cluster(
                 env=worker_env,
             )
         yield cluster
+
+
+@contextmanager
+def loopback_cluster(n_workers: int) -> Iterator[tuple[Any, Any]]:
+    """A LocalCluster of single-threaded worker processes on 127.0.0.1 (BLAS
+    pinned, as on the embedded cluster) and a client of it, not the default."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+            env=dict(BLAS_ONE_THREAD),
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield cluster, client
