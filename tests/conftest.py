@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from distributed import Client
-from helpers.processes import BLAS_ONE_THREAD, loopback_cluster  # noqa: F401  (BLAS_ONE_THREAD: re-exported for test_faults)
+from helpers.processes import loopback_cluster
 
 IN_CI = bool(os.environ.get("CI"))
 

@@ -22,8 +22,8 @@ from typing import Any
 import dask
 import numpy as np
 import pytest
-from conftest import BLAS_ONE_THREAD
 from distributed import Client, LocalCluster, get_task_stream, get_worker
+from helpers.processes import BLAS_ONE_THREAD
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
