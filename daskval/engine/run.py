@@ -47,10 +47,10 @@ from daskval.checkpoint import (
 )
 from daskval.dashboard.trace import ConvergenceTrace
 from daskval.engine.broadcast import ensure_broadcast
+from daskval.engine.chain import Reducer
 from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
     PoisonIsolation,
-    chain_is_broken,
     check_fits_in_memory,
     check_not_all_failed,
     is_killed_worker,
@@ -62,7 +62,6 @@ from daskval.engine.tasks import (
     anchors_task,
     failed_sample_task,
     leaf_task,
-    merge_task,
 )
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan, initial_partial
@@ -80,10 +79,6 @@ logger = logging.getLogger("daskval")
 
 # a task's contribution matrix (samples x players floats) stays below this
 _MAX_TASK_BYTES = 64 * 2**20
-# restarts of the merge chain without a newer fetched state before giving up
-_MAX_CHAIN_RESTARTS = 20
-# seconds to wait for a finished merge's state (lost meanwhile: try again later)
-_FETCH_TIMEOUT = 30.0
 
 
 @dataclass
@@ -95,7 +90,10 @@ class RunSettings:
     tasks_per_thread: int = 3
     check_interval: float = 1.0
     merge_interval: float = 0.25
+    # leaves past an evaluation budget's safe bound appended per chain link
     max_merge_fanin: int = 32
+    # nodes per combine task of the merge tree (engine.reduce)
+    tree_fanin: int = 8
     poll_interval: float = 0.2
     # True: the workers' memo as configured (defaults if none); False: bypass it
     memo: bool | MemoConfig = True
@@ -149,12 +147,15 @@ class ValuationHandle:
         # set when a task of this run finishes (or on cancel): the loop wakes
         # at once instead of polling
         self._wake = threading.Event()
+        # futures whose done-callback fired, for the loop to file
+        self._finished: deque[Future] = deque()
+        self._tree_combines = 0
+        self._reducer: Reducer | None = None
         self._cancel_status = "cancelled"
         # with the memo on: which worker each block of an enumeration goes to
         self._placement: Placement | None = None
         # worker deaths: poison samples found so far, restarts of the merge chain
         self._isolation = PoisonIsolation()
-        self._chain_restarts = 0
         self._chain_generation = 0
         self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
@@ -302,18 +303,20 @@ class ValuationHandle:
             seconds_per_sample = state.compute_seconds / state.n_samples
 
         in_flight: dict[Future, tuple[int, int]] = {}
-        finished: dict[int, tuple[int, Future]] = {}  # start -> (stop, leaf future)
-        merges: deque[Future] = deque()  # merge chain, oldest first
-        # leaves handed to merges since the last fetched state: a lost merge
-        # chain restarts from that state with them (engine.faults)
-        held: dict[int, tuple[int, Future]] = {}
-        # the first merge builds the empty state on a worker (no graph carries an
-        # n-sized array, and no extra task is queued while leaves are placed); a
-        # resumed run's first merge appends to the restored state instead
-        prefix: Future | EvalStats | Partial = (
-            anchor_stats if resumed is None else resumed.state
+        # the first link builds the empty state on a worker (no graph carries
+        # an n-sized array); a resumed run's first link appends to the
+        # restored state instead
+        reducer = Reducer(
+            client,
+            self.run_id,
+            plan,
+            stop,
+            plugin,
+            anchor_stats if resumed is None else resumed.state,
+            keep_costs=self._keep_costs(),
+            wake=self._wake_up,
         )
-        merged_stop = state.stop  # end of the last range handed to a merge
+        self._reducer = reducer
         next_start = state.stop
         # a resumed run may have nothing left to do
         ended = resumed is not None and self._update_progress(state, cap, begin)
@@ -325,11 +328,12 @@ class ValuationHandle:
         ):
             # nothing timed yet (no anchors): time one sample before sizing tasks
             first = next_start
-            probe = self._submit_leaf(plugin, first, first + 1)
+            probe = self._submit_slot(reducer, plugin, first, first + 1)
             seconds_per_sample = self._wait_for(probe, first, first + 1)
             in_flight[probe] = (first, first + 1)
             next_start = first + 1
-        last_merge = last_check = time.monotonic()
+        reducer.set_safe_stop(self._safe_stop(state, next_start))
+        last_check = time.monotonic()
         status = "completed"
         n_threads = sum(client.nthreads().values()) or 1
         threads_checked = time.monotonic()
@@ -356,86 +360,56 @@ class ValuationHandle:
                 end = next_start + size if cap is None else min(cap, next_start + size)
                 if self._placement is not None:
                     end = self._placement.clip(next_start, end)
-                leaf = self._submit_leaf(plugin, next_start, end)
+                leaf = self._submit_slot(reducer, plugin, next_start, end)
                 in_flight[leaf] = (next_start, end)
                 next_start = end
+            if cap is not None and next_start >= cap:
+                reducer.mark_final(reducer.grid.n_slots)
 
-            # collect finished leaves (distributed.wait would need a default
-            # client, which we never set; done-callbacks wake us instead)
+            # what finished since the last round (done-callbacks wake us and
+            # queue the futures: no scan of everything in flight)
             self._wake.wait(settings.poll_interval)
             self._wake.clear()
             now = time.monotonic()
-            for future in [f for f in in_flight if f.done()]:
-                start, end = in_flight.pop(future)
-                if future.status == "finished":
-                    finished[start] = (end, future)
-                    if self._monitor is not None:
-                        self._monitor.leaf_done(future, end - start)
-                else:  # a poison sample is isolated, any other error raised
-                    self._recover_leaf(future, start, end, plugin, in_flight, finished)
-            if chain_is_broken(list(merges)):
-                prefix, merged_stop = self._restart_chain(
-                    merges, held, finished, in_flight, state, anchor_stats
-                )
-
-            # append the contiguous run of finished leaves to the prefix
-            run_starts: list[int] = []
-            run_stop = merged_stop
-            while run_stop in finished and len(run_starts) < settings.max_merge_fanin:
-                run_starts.append(run_stop)
-                run_stop = finished[run_stop][0]
-            reached_cap = cap is not None and run_stop >= cap
-            if run_starts and (
-                now - last_merge >= settings.merge_interval
-                or reached_cap
-                or len(run_starts) >= settings.max_merge_fanin
-            ):
-                leaves = []
-                for s in run_starts:
-                    held[s] = finished.pop(s)
-                    leaves.append(held[s][1])
-                merged = submit_packed(
-                    client,
-                    merge_task,
-                    prefix,
-                    stop,
-                    plugin,
-                    plan,
-                    *leaves,
-                    key=f"daskval-merge-{self.run_id}-{run_stop}{self._chain_suffix()}",
-                )
-                merged.add_done_callback(self._wake_up)
-                merges.append(merged)
-                prefix, merged_stop, last_merge = merged, run_stop, now
+            self._collect_finished(plugin, in_flight, reducer)
+            if reducer.broken():
+                for slot in reducer.restart(state, anchor_stats):
+                    self._run_again(slot.start, slot.stop, plugin, in_flight, reducer)
 
             # fetch the newest merged state and decide
-            all_merged = cap is not None and merged_stop >= cap
-            if now - last_check >= check_every or (
-                all_merged and merges and merges[-1].done()
-            ):
+            all_merged = cap is not None and reducer.merged_stop >= cap
+            if now - last_check >= check_every or all_merged:
                 last_check = now
-                fetched = self._fetch_newest(merges)
-                if fetched is not None:
-                    state = self._last_state = fetched
-                    self._forget_merged_leaves(held, state)
-                    check_not_all_failed(state.eval_stats)
-                    self._checkpoint_now(state, "running", periodic=True)
-                    if state.n_samples and state.compute_seconds > 0:
-                        seconds_per_sample = state.compute_seconds / state.n_samples
-                    done = self._update_progress(state, cap, begin)
-                    if done:
-                        break
+                reducer.request_state()
+            fetched = reducer.fetched()
+            if fetched is not None:
+                self._progress.fetches += 1
+                self._progress.max_fetch_bytes = max(
+                    self._progress.max_fetch_bytes, fetched.nbytes
+                )
+            if fetched is not None and fetched.stop >= state.stop:
+                if fetched.stop > state.stop:
+                    reducer.note_progress()
+                state = self._last_state = fetched
+                reducer.set_safe_stop(self._safe_stop(state, next_start))
+                check_not_all_failed(state.eval_stats)
+                self._checkpoint_now(state, "running", periodic=True)
+                if state.n_samples and state.compute_seconds > 0:
+                    seconds_per_sample = state.compute_seconds / state.n_samples
+                if self._update_progress(state, cap, begin):
+                    break
 
-        client.cancel(
-            list(in_flight)
-            + [f for _, f in finished.values()]
-            + [f for _, f in held.values()]
-        )
         if status != "completed":
             # stopped early: keep every sample merged so far, not only the
             # last state fetched
-            state = self._last_state = self._newest_state(merges, state)
-        del in_flight, finished, held, merges, prefix
+            newest = reducer.newest_state()
+            if newest is not None and newest.stop >= state.stop:
+                state = self._last_state = newest
+        self._release(list(in_flight) + reducer.held())
+        self._tree_combines = reducer.grid.combines
+        self._chain_generation = reducer.generation
+        self._reducer = None
+        del in_flight, reducer
         if status == "completed":
             check_not_all_failed(state.eval_stats, finished=True)
         self._progress.status = status
@@ -468,17 +442,6 @@ class ValuationHandle:
         self._anchor_values = [float(v) for v in values]
         self._anchor_evaluations = anchor_stats.n_evaluations
         return anchor_stats, seconds_per_eval
-
-    def _newest_state(self, merges: deque[Future], state: Partial) -> Partial:
-        """The newest merge's state, waited for briefly (merges are quick and
-        depend only on finished leaves); ``state`` if the cluster cannot say."""
-        if not merges:
-            return state
-        try:
-            newest: Partial = merges[-1].result(timeout=30)
-        except Exception:
-            return state
-        return newest
 
     # -- checkpoints ------------------------------------------------------------
     def _checkpoint_now(
@@ -585,7 +548,102 @@ class ValuationHandle:
         return future
 
     def _wake_up(self, future: Future) -> None:
+        # runs on the client's event loop; deque.append is thread-safe
+        self._finished.append(future)
         self._wake.set()
+
+    def _keep_costs(self) -> bool:
+        """Whether combined nodes keep their per-sample costs: an evaluation
+        budget with a varying cost per sample is cut by the chain."""
+        return (
+            self.valuation.stop is not None
+            and self.plan.fixed_evaluations_per_sample() is None
+        )
+
+    def _safe_stop(self, state: Partial, next_start: int) -> int | None:
+        """The samples that may be combined: none of them can pass a count
+        budget, even at the plan's largest cost per sample (None: all)."""
+        if not self._keep_costs():
+            return None
+        stop = self.valuation.stop
+        assert stop is not None
+        most = self.plan.max_evaluations_per_sample()
+        horizon = 2 * max(next_start - state.stop, 0) + 1024
+        spent = state.n_evaluations + most * np.arange(horizon + 1, dtype=np.int64)
+        cut = stop.count_stop(spent, state.stop)
+        return state.stop + horizon if cut is None else max(cut, state.stop)
+
+    def _submit_slot(
+        self, reducer: Reducer, plugin: UtilityRef, start: int, end: int
+    ) -> Future:
+        """A new slot of the reduction, and the leaf task over it."""
+        reducer.grid.add_slot(start, end)
+        return self._submit_leaf(plugin, start, end)
+
+    def _collect_finished(
+        self,
+        plugin: UtilityRef,
+        in_flight: dict[Future, tuple[int, int]],
+        reducer: Reducer,
+    ) -> None:
+        """File what finished since the last round: leaves go to the
+        reduction (or are isolated), combine tasks report their errors."""
+        while self._finished:
+            future = self._finished.popleft()
+            if not future.done():
+                # lost with its worker since: Dask computes it again, and a
+                # done-callback fires once, so ask for the next one
+                future.add_done_callback(self._wake_up)
+                continue
+            if future in in_flight:
+                start, end = in_flight.pop(future)
+                if future.status == "finished":
+                    reducer.leaf_done(start, end, future)
+                    if self._monitor is not None:
+                        self._monitor.leaf_done(future, end - start)
+                else:  # a poison sample is isolated, any other error raised
+                    self._recover_leaf(future, start, end, plugin, in_flight, reducer)
+            else:
+                reducer.combine_finished(future)
+
+    def _run_again(
+        self,
+        start: int,
+        stop: int,
+        plugin: UtilityRef,
+        in_flight: dict[Future, tuple[int, int]],
+        reducer: Reducer,
+    ) -> None:
+        """Run ``[start, stop)`` again under new keys (its state was lost),
+        around the samples already recorded as failed."""
+        tag = self._isolation.tag()
+        position = start
+        for index in sorted(i for i in self._isolation.failed if start <= i < stop):
+            if index > position:
+                leaf = self._submit_leaf(plugin, position, index, tag=tag)
+                in_flight[leaf] = (position, index)
+            self._add_failed_sample(index, reducer)
+            position = index + 1
+        if position < stop:
+            leaf = self._submit_leaf(plugin, position, stop, tag=tag)
+            in_flight[leaf] = (position, stop)
+
+    def _add_failed_sample(self, index: int, reducer: Reducer) -> None:
+        """Sample ``index``, recorded as failed, goes to the reduction as its
+        empty state (a fresh key each time: an earlier one may be lost)."""
+        failed = submit_packed(
+            self.client,
+            failed_sample_task,
+            self.plan,
+            index,
+            self._isolation.failed[index],
+            key=f"daskval-failed-{self.run_id}-{index}-{self._isolation.tag()}",
+        )
+        reducer.leaf_done(index, index + 1, failed)
+
+    def _release(self, futures: list[Future]) -> None:
+        """Give up the run's remaining tasks."""
+        self.client.cancel(futures)
 
     def _sample_cap(self, anchor_evaluations: int) -> int | None:
         """An upper bound on the samples the run may hold (exact for fixed costs).
@@ -645,7 +703,7 @@ class ValuationHandle:
         end: int,
         plugin: UtilityRef,
         in_flight: dict[Future, tuple[int, int]],
-        finished: dict[int, tuple[int, Future]],
+        reducer: Reducer,
     ) -> None:
         """A leaf that did not finish: bisect it if its workers died, else raise.
 
@@ -667,92 +725,7 @@ class ValuationHandle:
             leaf = self._submit_leaf(plugin, first, stop, tag=isolation.tag())
             in_flight[leaf] = (first, stop)
         if not ranges:
-            failed = submit_packed(
-                self.client,
-                failed_sample_task,
-                self.plan,
-                start,
-                isolation.failed[start],
-                key=f"daskval-failed-{self.run_id}-{start}",
-            )
-            finished[start] = (end, failed)
-
-    def _restart_chain(
-        self,
-        merges: deque[Future],
-        held: dict[int, tuple[int, Future]],
-        finished: dict[int, tuple[int, Future]],
-        in_flight: dict[Future, tuple[int, int]],
-        state: Partial,
-        anchor_stats: EvalStats,
-    ) -> tuple[Partial | EvalStats, int]:
-        """Merge again from the last fetched ``state``: the new prefix and its end.
-
-        A merge lost with its worker would be recomputed from its lineage,
-        which reaches back through every merge to the run's first leaf. The
-        chain is dropped instead, and the leaves merged since ``state`` are
-        merged again (Dask recomputes those of them that were lost too).
-        Every range still enters the new chain exactly once, in order.
-        """
-        self._chain_restarts += 1
-        if self._chain_restarts > _MAX_CHAIN_RESTARTS:
-            raise ValuationError(
-                f"the merge chain was lost {self._chain_restarts} times without "
-                f"progress past sample {state.stop}; are workers dying repeatedly?"
-            )
-        self._chain_generation += 1
-        logger.warning(
-            "a merged state was lost with its worker; merging again from the "
-            "fetched state of %d samples",
-            state.stop,
-        )
-        self.client.cancel(list(merges))
-        merges.clear()
-        for start, (end, leaf) in {**held, **finished}.items():
-            if leaf.status == "error":  # recomputed and died: isolate it
-                finished.pop(start, None)
-                in_flight[leaf] = (start, end)
-            else:
-                finished[start] = (end, leaf)
-        held.clear()
-        # the state came from the cluster: a graph carries it this once
-        return (state if state.stop > 0 else anchor_stats), state.stop
-
-    def _chain_suffix(self) -> str:
-        """Keys of a restarted merge chain differ from the dropped one's."""
-        return f"-c{self._chain_generation}" if self._chain_generation else ""
-
-    def _forget_merged_leaves(
-        self, held: dict[int, tuple[int, Future]], state: Partial
-    ) -> None:
-        """Release the held leaves that a fetched ``state`` covers; a newer
-        state also ends a series of chain restarts."""
-        covered = [s for s, (end, _) in held.items() if end <= state.stop]
-        for start in covered:
-            del held[start]
-        if covered:
-            self._chain_restarts = 0
-
-    def _fetch_newest(self, merges: deque[Future]) -> Partial | None:
-        """The newest finished merge's state; older merges are released."""
-        for i in range(len(merges) - 1, -1, -1):
-            future = merges[i]
-            # (a merge that erred or lost its result is left to chain_is_broken)
-            if future.status == "finished":
-                try:
-                    # bounded: a result lost meanwhile would otherwise be
-                    # awaited through a recomputation of the whole chain
-                    state: Partial = future.result(timeout=_FETCH_TIMEOUT)
-                except Exception:
-                    return None  # the next round sees why (chain_is_broken)
-                for _ in range(i):
-                    merges.popleft()
-                self._progress.fetches += 1
-                self._progress.max_fetch_bytes = max(
-                    self._progress.max_fetch_bytes, state.nbytes
-                )
-                return state
-        return None
+            self._add_failed_sample(start, reducer)
 
     def _update_progress(self, state: Partial, cap: int | None, begin: float) -> bool:
         """Publish progress; True when the run should stop."""
@@ -875,6 +848,7 @@ class ValuationHandle:
             "first_failure": stats.first_failure,
             "failed_samples": self._isolation.failed_before(state.stop),
             "merge_chain_restarts": self._chain_generation,
+            "tree_combines": self._tree_combines,
             "trace": self._trace.to_dict(),
             "budget_exhausted": state.exhausted,
             "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),

@@ -15,6 +15,7 @@ from distributed import WorkerPlugin, get_worker
 
 from daskval.accumulate import Partial
 from daskval.engine.memo import MemoizedUtility, worker_memo
+from daskval.engine.reduce import FANIN, Layout
 from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
@@ -23,7 +24,9 @@ __all__ = [
     "UtilityPlugin",
     "UtilityRef",
     "anchors_task",
+    "combine_task",
     "failed_sample_task",
+    "fold",
     "leaf_task",
     "merge_task",
 ]
@@ -126,48 +129,133 @@ def failed_sample_task(plan: Plan, index: int, message: str) -> Partial:
     return failed_partial(plan, index, message)
 
 
+def fold(parts: list[Partial] | tuple[Partial, ...]) -> Partial:
+    """Adjacent states merged left to right: the one fold every node of the
+    reduction uses, so a unit combined on one worker and a unit folded inside
+    a merge on another are the same bits."""
+    state = parts[0]
+    for part in parts[1:]:
+        state = state.merge(part)
+    return state
+
+
+def combine_task(keep_costs: bool, *parts: Partial) -> Partial:
+    """Adjacent ``parts`` folded into one, in sample order (a slot's pieces,
+    a unit or a group of the reduction, see ``engine.reduce``).
+
+    With ``keep_costs`` the utility calls per sample are kept, concatenated
+    (4 bytes a sample), so the chain can still cut an evaluation budget
+    exactly at the end of the combined range.
+    """
+    costs: np.ndarray | None = None
+    if keep_costs:
+        arrays = [part.sample_evaluations for part in parts]
+        if any(a is None for a in arrays):
+            raise ValueError("a part without its per-sample costs")
+        costs = np.concatenate(arrays)  # type: ignore[arg-type]
+    return replace(fold(parts), sample_evaluations=costs)
+
+
 def merge_task(
     prefix: Partial | EvalStats,
     stop: StoppingCriterion | None,
     plugin_name: UtilityRef | str,
     plan: Plan,
-    *leaves: Partial,
+    layout: Layout,
+    *parts: Partial,
 ) -> Partial:
-    """Append adjacent ``leaves`` to ``prefix``, in sample order.
+    """Append ``parts`` (laid out as ``layout`` says) to ``prefix``: a link
+    of the chain, or a view.
 
-    The first merge of a run gets the anchors' counters instead of a state
+    The first link of a run gets the anchors' counters instead of a state
     and starts from the empty state.
 
     When sample and evaluation counts decide where the run ends
-    (``stop.count_stop``), the state is cut at exactly that sample: a leaf
-    that reaches past it is re-run up to it, and the state is marked
-    exhausted, so the result never depends on which task finished first.
+    (``stop.count_stop``), the state is cut at exactly that sample: the
+    units before it are appended, then its unit's slots, and the slot it
+    falls in is re-run up to it; the state is marked exhausted, so the
+    result never depends on which task finished first.
     """
     state = initial_partial(plan, prefix) if isinstance(prefix, EvalStats) else prefix
-    for leaf in leaves:
-        if state.exhausted:
-            break
-        end = _count_stop(stop, state, leaf)
-        if end is None or end >= leaf.stop:
-            state = state.merge(leaf)
-        elif end > leaf.start:
-            utility = worker_utility(plugin_name)
-            state = state.merge(evaluate_range(plan, utility, leaf.start, end))
-        if end is not None:
-            # never mutate a task's input: Dask may hold (or recompute from) it
-            state = replace(state, exhausted=True)
+    if state.exhausted or not parts:
+        return replace(state, sample_evaluations=None)
+    units = _units(layout, parts)
+    end = _count_stop(stop, state, parts, plan)
+    if end is None or end >= parts[-1].stop:
+        if layout.whole:
+            state = state.merge(fold([fold(unit) for unit in units]))
+        else:
+            state = _append_units(state, units, parts[-1].stop)
+    elif end > state.stop:
+        state = _append_units(state, units, end, plugin_name, plan)
+    if end is not None:
+        # never mutate a task's input: Dask may hold (or recompute from) it
+        state = replace(state, exhausted=True)
     return replace(state, sample_evaluations=None)
 
 
+def _units(layout: Layout, parts: tuple[Partial, ...]) -> list[list[Partial]]:
+    """The parts grouped per unit (a combined unit or group: a list of one)."""
+    if not layout.sizes:
+        return [list(parts)]
+    units, position = [], 0
+    for size in layout.sizes:
+        count = max(size, 1)
+        units.append(list(parts[position : position + count]))
+        position += count
+    if position != len(parts):
+        raise ValueError(f"layout {layout} does not match {len(parts)} parts")
+    return units
+
+
+def _append_units(
+    state: Partial,
+    units: list[list[Partial]],
+    end: int,
+    plugin_name: UtilityRef | str | None = None,
+    plan: Plan | None = None,
+) -> Partial:
+    """Append the samples before ``end``: each full unit's value, then the
+    slots of the unit ``end`` falls in, the last one re-run up to ``end``."""
+    for unit in units:
+        if unit[-1].stop <= end and (len(unit) == 1 or len(unit) == FANIN):
+            state = state.merge(fold(unit))
+            continue
+        for part in unit:
+            if part.stop <= end:
+                state = state.merge(part)
+                continue
+            if part.start < end:
+                # the budget ends inside this task's range (or, were the safe
+                # bound wrong, inside a combined unit: still exact, only
+                # slower)
+                assert plugin_name is not None and plan is not None
+                utility = worker_utility(plugin_name)
+                state = state.merge(evaluate_range(plan, utility, part.start, end))
+            return state
+    return state
+
+
 def _count_stop(
-    stop: StoppingCriterion | None, state: Partial, leaf: Partial
+    stop: StoppingCriterion | None,
+    state: Partial,
+    parts: tuple[Partial, ...],
+    plan: Plan,
 ) -> int | None:
-    """Where counts end the run, judged on the samples up to the end of ``leaf``."""
+    """Where counts end the run, judged on the samples up to the last part's
+    end (combined parts of a plan with a constant cost keep no costs)."""
     if stop is None:
         return None
-    assert leaf.sample_evaluations is not None
+    fixed = plan.fixed_evaluations_per_sample()
+    costs = []
+    for part in parts:
+        if part.sample_evaluations is not None:
+            costs.append(part.sample_evaluations)
+        else:
+            assert fixed is not None, "a varying-cost range without its costs"
+            costs.append(np.full(part.n_samples, fixed, dtype=np.int64))
     spent = state.n_evaluations + np.concatenate(
-        ([0], np.cumsum(leaf.sample_evaluations, dtype=np.int64))
+        ([0], np.cumsum(np.concatenate(costs), dtype=np.int64))
     )
     end = stop.count_stop(spent, state.stop)
     return None if end is None else max(end, state.stop)
