@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,13 @@ from distributed import Client
 from helpers.processes import loopback_cluster
 
 IN_CI = bool(os.environ.get("CI"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Give SIGINT back to Python: test modules import dask_jobqueue
+    (``importorskip``), whose runner module sets the handler to ``sys.exit``
+    at import, and the Ctrl-C tests need KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cluster(n_workers: int) -> Iterator[Client]:

@@ -236,3 +236,24 @@ def test_run_survives_workers_retiring_at_their_lifetime(
         result.result_.values, fixed.result_.values, rtol=0, atol=1e-12
     )
     np.testing.assert_array_equal(result.result_.counts, fixed.result_.counts)
+
+
+def test_importing_dask_jobqueue_through_daskval_keeps_ctrl_c() -> None:
+    """dask_jobqueue's runner sets SIGINT to sys.exit at import; daskval's
+    import puts Python's handler back, so Ctrl-C still stops a fit."""
+    import subprocess
+    import sys
+
+    code = (
+        "import signal\n"
+        "from daskval.engine.hpc import _import_keeping_sigint\n"
+        "_import_keeping_sigint('dask_jobqueue')\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "import dask_jobqueue.runner\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n" and "Traceback" not in done.stderr

@@ -32,6 +32,28 @@ SYSTEMS = {
     "local": ("dask_jobqueue.local", "LocalCluster"),
 }
 
+def _import_keeping_sigint(module_name: str) -> Any:
+    """Import a dask-jobqueue module without losing the SIGINT handler.
+
+    ``dask_jobqueue.runner`` (imported by the package) sets SIGINT's handler
+    to ``sys.exit`` for its batch-job runners; in a user's process that
+    turns Ctrl-C during ``fit()`` into a SystemExit instead of the
+    KeyboardInterrupt that stops the run and keeps its samples.
+    """
+    import importlib
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return importlib.import_module(module_name)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if before is not None and signal.getsignal(signal.SIGINT) is not before:
+            signal.signal(signal.SIGINT, before)
+
+
 _CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
@@ -188,9 +210,7 @@ def jobqueue_cluster(
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
     module_name, class_name = SYSTEMS[system]
     try:
-        import importlib
-
-        cluster_class = getattr(importlib.import_module(module_name), class_name)
+        cluster_class = getattr(_import_keeping_sigint(module_name), class_name)
     except ImportError as exc:
         raise ImportError(
             'jobqueue_cluster needs dask-jobqueue: pip install "daskval[hpc]"'
