@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from daskval._version import __version__
 from daskval.checkpoint import CheckpointError
 from daskval.data import Dataset
 from daskval.exceptions import DaskvalWarning, ScriptGuardError, ValuationError
@@ -53,8 +54,6 @@ from daskval.stopping import (
     StoppingCriterion,
 )
 from daskval.utility import EvalStats, FunctionUtility, ModelUtility, Utility
-
-__version__ = "0.1.0.dev0"
 
 logging.getLogger("daskval").addHandler(logging.NullHandler())
 

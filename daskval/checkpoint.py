@@ -46,8 +46,7 @@ from daskval.result import write_npz_atomically
 from daskval.utility import EvalStats
 
 if TYPE_CHECKING:
-    from daskval.methods.base import Valuation
-    from daskval.plan import Plan
+    from daskval.plan import Plan, RunSpec
 
 __all__ = [
     "Checkpoint",
@@ -128,13 +127,13 @@ class Checkpoint:
 # -- identity -------------------------------------------------------------------
 
 
-def run_identity(valuation: Valuation, plan: Plan) -> dict[str, Any]:
+def run_identity(spec: RunSpec, plan: Plan) -> dict[str, Any]:
     """What a run computes, as JSON-able data (compared on resume).
 
     Parameters
     ----------
-    valuation : Valuation
-        The method object (method name, seed, stopping criterion, sampler and
+    spec : RunSpec
+        The run (method name, seed, stopping criterion, sampler and
         semivalues, via its ``describe()``).
     plan : Plan
         The run's plan (``describe()`` covers n, seed, sampler, semivalues).
@@ -144,11 +143,11 @@ def run_identity(valuation: Valuation, plan: Plan) -> dict[str, Any]:
     dict
         Normalised through JSON, so that a loaded identity compares equal.
     """
-    import daskval
+    from daskval._version import __version__
     from daskval.plan import EnumerationPlan
 
-    utility = valuation.utility
-    method = valuation.describe()
+    utility = spec.utility
+    method = spec.describe()
     if isinstance(plan, EnumerationPlan):
         # enumerations draw nothing at random: any seed continues them
         method.pop("seed", None)
@@ -158,7 +157,7 @@ def run_identity(valuation: Valuation, plan: Plan) -> dict[str, Any]:
         "utility_fingerprint": utility.fingerprint(),
         "utility": utility.describe(),
         "n_players": plan.n,
-        "daskval_version": daskval.__version__,
+        "daskval_version": __version__,
     }
     normalised: dict[str, Any] = json.loads(_dumps(identity))
     return normalised
@@ -223,16 +222,13 @@ def _short(value: Any, limit: int = 160) -> str:
 # -- paths ----------------------------------------------------------------------
 
 
-def default_checkpoint_path(valuation: Valuation) -> Path:
+def default_checkpoint_path(spec: RunSpec) -> Path:
     """``./daskval-checkpoints/<method>-<seed>-<fingerprint12>.npz``, absolute.
 
     The name depends on the method, the seed and the utility, so runs of
     different methods or data do not overwrite each other's checkpoints.
     """
-    name = (
-        f"{valuation.method_name}-{valuation.seed}-"
-        f"{valuation.utility.fingerprint()[:12]}.npz"
-    )
+    name = f"{spec.method_name}-{spec.seed}-{spec.utility.fingerprint()[:12]}.npz"
     return (Path.cwd() / DEFAULT_DIRECTORY / name).resolve()
 
 

@@ -1284,7 +1284,7 @@ COMMANDS: tuple[Command, ...] = (_DEMO, _RUN, _REPORT, _COMPARE)
 # -- entry point -----------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``daskval`` argument parser, one sub-parser per :data:`COMMANDS` entry."""
-    from daskval import __version__
+    from daskval._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="daskval",

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from daskval.accumulate import Moments, Partial, Statistic
+from daskval.stopping import StoppingCriterion
 from daskval.utility import EvalStats, Utility
 
 __all__ = [
     "EnumerationPlan",
     "Estimate",
     "Plan",
+    "RunSpec",
     "evaluate_anchors",
     "evaluate_range",
     "initial_partial",
@@ -120,6 +123,55 @@ class EnumerationPlan(Plan):
         m = moments["marginals"]
         assert isinstance(m, Moments)
         return m.total.copy(), np.zeros(self.n), m.count
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, as the engine receives it: what to compute, never how.
+
+    A method builds it (``Valuation.run_spec()``) after checking its own
+    arguments; the engine reads nothing else of the method.
+
+    Attributes
+    ----------
+    plan : Plan
+        This run's plan (a fresh object per run: the engine binds the
+        anchors' utilities to it).
+    utility : Utility
+        The game, broadcast to the workers.
+    stop : StoppingCriterion or None
+        When to stop (None: when the plan's samples run out).
+    method_name : str
+        The method's name: the result's output name, the default
+        checkpoint's file name.
+    seed : int
+        The root seed (also in :attr:`description`).
+    description : dict
+        A JSON-able description of the method (result metadata and the
+        checkpoint's identity).
+    default_memo : bool
+        Whether the workers' memo is used when the caller says nothing.
+    """
+
+    plan: Plan
+    utility: Utility
+    stop: StoppingCriterion | None
+    method_name: str
+    seed: int
+    description: dict[str, Any] = field(default_factory=dict)
+    default_memo: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        """The method's description (a copy)."""
+        return dict(self.description)
+
+    @property
+    def names(self) -> list[str]:
+        """The players' names: the dataset's, or their indices."""
+        names = getattr(getattr(self.utility, "data", None), "names", None)
+        if names is None or len(names) != self.utility.n:
+            return [str(i) for i in range(self.utility.n)]
+        return [str(name) for name in names]
 
 
 def initial_partial(plan: Plan, anchor_stats: EvalStats | None = None) -> Partial:

@@ -22,12 +22,28 @@ import html
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from daskval.result import ValuationResult
+
+class ValuationResult(Protocol):
+    """What the report reads of a :class:`daskval.ValuationResult` (a
+    protocol, so that this module, which the result calls, does not import
+    the result's module back)."""
+
+    values: np.ndarray
+    stderr: np.ndarray
+    counts: np.ndarray
+    names: Any
+    status: str
+    n_samples: int
+    n_evaluations: int
+    n_failed: int
+    metadata: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
 
 __all__ = ["write_report"]
 

@@ -81,10 +81,10 @@ def missing_internals(scheduler: Any) -> str | None:
 
 def _scheduler_check(dask_scheduler: Any) -> dict[str, Any]:
     """Run on the scheduler: daskval's version there, and what is missing."""
-    import daskval
+    from daskval._version import __version__
 
     return {
-        "version": daskval.__version__,
+        "version": __version__,
         "missing": missing_internals(dask_scheduler),
     }
 
@@ -178,12 +178,12 @@ def attach_page(client: Any) -> str:
         raise PageUnavailable(
             f"the scheduler cannot run daskval ({type(exc).__name__}: {exc})"
         ) from exc
-    import daskval
+    from daskval._version import __version__
 
-    if check.get("version") != daskval.__version__:
+    if check.get("version") != __version__:
         raise PageUnavailable(
             f"the scheduler has daskval {check.get('version')}, this client "
-            f"{daskval.__version__}"
+            f"{__version__}"
         )
     if check.get("missing"):
         raise PageUnavailable(str(check["missing"]))

@@ -64,14 +64,13 @@ from daskval.engine.tasks import (
     leaf_task,
 )
 from daskval.exceptions import ValuationError
-from daskval.plan import Plan, initial_partial
+from daskval.plan import RunSpec, initial_partial
 from daskval.result import ValuationResult
 from daskval.stopping import Snapshot, planned_samples
 from daskval.utility import EvalStats
 
 if TYPE_CHECKING:
     from daskval.dashboard.monitor import RunMonitor
-    from daskval.methods.base import Valuation
 
 __all__ = ["RunSettings", "ValuationHandle", "check_run_options", "start_run"]
 
@@ -127,14 +126,13 @@ class ValuationHandle:
 
     def __init__(
         self,
-        valuation: Valuation,
-        plan: Plan,
+        spec: RunSpec,
         client: Client,
         settings: RunSettings,
         monitor: Callable[[str], RunMonitor] | None = None,
     ) -> None:
-        self.valuation = valuation
-        self.plan = plan
+        self.spec = spec
+        self.plan = spec.plan
         self.client = client
         self.settings = settings
         self.run_id = uuid.uuid4().hex[:12]
@@ -161,7 +159,7 @@ class ValuationHandle:
         self._error: BaseException | None = None
         # checkpoints: what the run computes, its anchors, the newest state
         self._identity = (
-            run_identity(valuation, plan)
+            run_identity(spec, spec.plan)
             if settings.checkpoint is not None or settings.resume is not None
             else {}
         )
@@ -257,7 +255,7 @@ class ValuationHandle:
         if resumed is not None:
             begin -= resumed.elapsed_seconds  # time budgets go on from the checkpoint
         self._begin = begin
-        stop = self.valuation.stop
+        stop = self.spec.stop
         if stop is not None:
             stop.reset()
         if settings.samples_per_task is None:  # the plan's own, if it has one
@@ -267,7 +265,7 @@ class ValuationHandle:
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
-        plugin = UtilityRef(ensure_broadcast(client, self.valuation.utility), memo)
+        plugin = UtilityRef(ensure_broadcast(client, self.spec.utility), memo)
         if memo:
             self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
@@ -556,7 +554,7 @@ class ValuationHandle:
         """Whether combined nodes keep their per-sample costs: an evaluation
         budget with a varying cost per sample is cut by the chain."""
         return (
-            self.valuation.stop is not None
+            self.spec.stop is not None
             and self.plan.fixed_evaluations_per_sample() is None
         )
 
@@ -565,7 +563,7 @@ class ValuationHandle:
         budget, even at the plan's largest cost per sample (None: all)."""
         if not self._keep_costs():
             return None
-        stop = self.valuation.stop
+        stop = self.spec.stop
         assert stop is not None
         most = self.plan.max_evaluations_per_sample()
         horizon = 2 * max(next_start - state.stop, 0) + 1024
@@ -653,7 +651,7 @@ class ValuationHandle:
         """
         plan = self.plan
         return planned_samples(
-            self.valuation.stop,
+            self.spec.stop,
             anchor_evaluations,
             plan.fixed_evaluations_per_sample(),
             plan.sample_limit(),
@@ -729,7 +727,7 @@ class ValuationHandle:
 
     def _update_progress(self, state: Partial, cap: int | None, begin: float) -> bool:
         """Publish progress; True when the run should stop."""
-        plan, stop = self.plan, self.valuation.stop
+        plan, stop = self.plan, self.spec.stop
         values, stderr, counts = plan.estimate(state.moments)
         elapsed = time.monotonic() - begin
         snap = Snapshot(
@@ -813,11 +811,11 @@ class ValuationHandle:
         import distributed
         import sklearn
 
-        import daskval
+        from daskval._version import __version__
 
-        plan, valuation = self.plan, self.valuation
+        plan, spec = self.plan, self.spec
         outputs = plan.estimates(state.moments) or {
-            valuation.method_name: plan.estimate(state.moments)
+            spec.method_name: plan.estimate(state.moments)
         }
         stats = state.eval_stats
         _log_evaluation_problems(stats)
@@ -830,10 +828,10 @@ class ValuationHandle:
             first_stderr,
         )
         metadata = {
-            **valuation.describe(),
+            **spec.describe(),
             "plan": plan.describe(),
-            "utility": valuation.utility.describe(),
-            "utility_fingerprint": valuation.utility.fingerprint(),
+            "utility": spec.utility.describe(),
+            "utility_fingerprint": spec.utility.fingerprint(),
             "run_id": self.run_id,
             "n_workers": len(client.nthreads()),
             "elapsed_seconds": time.monotonic() - begin,
@@ -853,14 +851,14 @@ class ValuationHandle:
             "budget_exhausted": state.exhausted,
             "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),
             "versions": {
-                "daskval": daskval.__version__,
+                "daskval": __version__,
                 "dask": dask.__version__,
                 "distributed": distributed.__version__,
                 "scikit-learn": sklearn.__version__,
                 "numpy": np.__version__,
             },
         }
-        names = getattr(getattr(valuation.utility, "data", None), "names", None)
+        names = getattr(getattr(spec.utility, "data", None), "names", None)
         return {
             output: ValuationResult(
                 values,
@@ -929,9 +927,9 @@ def _log_evaluation_problems(stats: EvalStats) -> None:
         logger.warning("model warnings during the run: %s (%d times)", message, count)
 
 
-def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
+def _check_budget_pays_for_a_sample(spec: RunSpec) -> None:
     """Refuse a count budget that the one-off anchor evaluations already use up."""
-    stop = valuation.stop
+    stop, plan = spec.stop, spec.plan
     if stop is None:
         return
     anchors = len(plan.anchors())
@@ -945,14 +943,14 @@ def _check_budget_pays_for_a_sample(valuation: Valuation, plan: Plan) -> None:
         )
 
 
-def _checkpoint_path(value: Any, name: str, valuation: Valuation) -> Path | None:
+def _checkpoint_path(value: Any, name: str, spec: RunSpec) -> Path | None:
     """``value`` of argument ``name`` as an absolute path (True: the default one)."""
     import os
 
     if value is None or value is False:
         return None
     if value is True:
-        return default_checkpoint_path(valuation)
+        return default_checkpoint_path(spec)
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise TypeError(
             f"{name} must be a file path, True (the default location) or None, "
@@ -965,8 +963,7 @@ def _checkpoint_path(value: Any, name: str, valuation: Valuation) -> Path | None
 
 
 def _checkpoint_settings(
-    valuation: Valuation,
-    plan: Plan,
+    spec: RunSpec,
     checkpoint: Any,
     checkpoint_interval: Any,
     resume: Any,
@@ -979,14 +976,14 @@ def _checkpoint_settings(
     from daskval._validation import check_positive_number
 
     interval = check_positive_number(checkpoint_interval, "checkpoint_interval")
-    target = _checkpoint_path(checkpoint, "checkpoint", valuation)
-    source = _checkpoint_path(resume, "resume", valuation)
+    target = _checkpoint_path(checkpoint, "checkpoint", spec)
+    source = _checkpoint_path(resume, "resume", spec)
     restored = None
     if source is not None:
         try:
             restored = load_checkpoint(source)
-            check_identity(restored, run_identity(valuation, plan))
-            check_structure(restored, plan)
+            check_identity(restored, run_identity(spec, spec.plan))
+            check_structure(restored, spec.plan)
         except CheckpointError as exc:
             raise CheckpointError(f"resume={str(resume)!r}: {exc}") from exc
         if checkpoint is None:
@@ -1002,7 +999,7 @@ def _checkpoint_settings(
 
 
 def check_run_options(
-    valuation: Valuation,
+    spec: RunSpec,
     *,
     samples_per_task: int | None = None,
     memo: bool | MemoConfig | None = None,
@@ -1011,24 +1008,25 @@ def check_run_options(
     resume: str | os.PathLike[str] | bool | None = None,
     progress: bool | None = False,
     dashboard: bool | str = True,
-) -> tuple[Plan, RunSettings, str, bool | None]:
+) -> tuple[RunSettings, str, bool | None]:
     """Every option of a run checked, before any client is looked up or
-    started: the plan, the settings, the dashboard mode and the bar's mode."""
+    started: the settings, the dashboard mode and the bar's mode."""
     from daskval.dashboard.monitor import check_dashboard, check_progress
 
+    if not isinstance(spec, RunSpec):
+        raise TypeError(f"the engine runs a RunSpec, got {type(spec).__name__}")
     progress = check_progress(progress)
     dashboard_mode = check_dashboard(dashboard)
     if samples_per_task is not None:
         from daskval._validation import check_positive_int
 
         check_positive_int(samples_per_task, "samples_per_task")
-    plan = valuation.make_plan()  # validates everything before touching a cluster
-    _check_budget_pays_for_a_sample(valuation, plan)
+    _check_budget_pays_for_a_sample(spec)
     path, interval, restored = _checkpoint_settings(
-        valuation, plan, checkpoint, checkpoint_interval, resume
+        spec, checkpoint, checkpoint_interval, resume
     )
     if memo is None:
-        memo = valuation.default_memo
+        memo = spec.default_memo
     if not isinstance(memo, (bool, MemoConfig)):
         raise TypeError(
             f"memo must be True, False, None or a MemoConfig, got {type(memo).__name__}"
@@ -1040,27 +1038,23 @@ def check_run_options(
         checkpoint_interval=interval,
         resume=restored,
     )
-    return plan, settings, dashboard_mode, progress
+    return settings, dashboard_mode, progress
 
 
-def start_run(
-    valuation: Valuation, *, client: Any = None, **options: Any
-) -> ValuationHandle:
+def start_run(spec: RunSpec, *, client: Any = None, **options: Any) -> ValuationHandle:
     """Validate, connect and start a run in a background thread (the options
     are those of :func:`check_run_options`)."""
-    plan, settings, dashboard_mode, progress = check_run_options(valuation, **options)
+    settings, dashboard_mode, progress = check_run_options(spec, **options)
     resolved = resolve_client(client)
     # a dataset the workers cannot hold is refused before the dashboard or
     # the broadcast touches the cluster
-    check_fits_in_memory(resolved, valuation.utility)
-    monitor = functools.partial(
-        _make_monitor, valuation, resolved, dashboard_mode, progress
-    )
-    return ValuationHandle(valuation, plan, resolved, settings, monitor).start()
+    check_fits_in_memory(resolved, spec.utility)
+    monitor = functools.partial(_make_monitor, spec, resolved, dashboard_mode, progress)
+    return ValuationHandle(spec, resolved, settings, monitor).start()
 
 
 def _make_monitor(
-    valuation: Valuation,
+    spec: RunSpec,
     client: Client,
     dashboard: str,
     progress: bool | None,
@@ -1070,18 +1064,14 @@ def _make_monitor(
     and the console bar decided, before the run's thread starts."""
     from daskval.dashboard.monitor import make_monitor
 
-    utility = valuation.utility
-    names = getattr(getattr(utility, "data", None), "names", None)
-    if names is None or len(names) != utility.n:
-        names = [str(i) for i in range(utility.n)]
-    stop = valuation.stop
+    stop = spec.stop
     return make_monitor(
         client,
         run_id=run_id,
-        method=valuation.method_name,
-        utility=utility.describe(),
+        method=spec.method_name,
+        utility=spec.utility.describe(),
         stop="none" if stop is None else stop.describe(),
-        names=[str(name) for name in names],
+        names=spec.names,
         dashboard=dashboard,
         progress=progress,
         quiet=progress is False,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daskval.plan import Plan
+from daskval.plan import Plan, RunSpec
 from daskval.result import ValuationResult
 from daskval.stopping import StoppingCriterion
 from daskval.utility import Utility
@@ -73,6 +73,19 @@ class Valuation(ABC):
     @abstractmethod
     def make_plan(self) -> Plan:
         """The plan of one run (a fresh object each time)."""
+
+    def run_spec(self) -> RunSpec:
+        """What the engine runs: a fresh plan and this method's description
+        (raises on arguments the plan refuses, before any cluster work)."""
+        return RunSpec(
+            plan=self.make_plan(),
+            utility=self.utility,
+            stop=self.stop,
+            method_name=self.method_name,
+            seed=self.seed,
+            description=self.describe(),
+            default_memo=self.default_memo,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -152,7 +165,7 @@ class Valuation(ABC):
         from daskval.engine.run import start_run
 
         return start_run(
-            self,
+            self.run_spec(),
             client=client,
             samples_per_task=samples_per_task,
             memo=memo,

@@ -780,7 +780,7 @@ class KNNShapleyValuation(Valuation):
                 f"with train_chunk_size, fit() takes only client=, progress= and "
                 f"dashboard=; got {unsupported}"
             )
-        check_run_options(self, **kwargs)  # before a client is looked up
+        check_run_options(self.run_spec(), **kwargs)  # before a client is looked up
         resolved = resolve_client(client)
         size = self.train_chunk_size
         if size is None and not unsupported:
