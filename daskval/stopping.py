@@ -62,6 +62,12 @@ class StoppingCriterion(ABC):
     def reset(self) -> None:
         """Forget the state of an earlier run (called when a run starts)."""
 
+    def seconds_left(self, elapsed: float) -> float | None:
+        """Seconds from ``elapsed`` by which a time budget surely ends the run
+        (None: no time budget bounds it). The engine sizes tasks to finish
+        by then: samples that end after it are dropped."""
+        return None
+
     def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
         """The sample count at which sample and evaluation counts alone end a run.
 
@@ -181,6 +187,14 @@ class _Or(StoppingCriterion):
             self.b.count_stop(evaluations, offset),
         )
 
+    def seconds_left(self, elapsed: float) -> float | None:
+        left = [
+            s
+            for s in (self.a.seconds_left(elapsed), self.b.seconds_left(elapsed))
+            if s is not None
+        ]
+        return min(left) if left else None
+
     def describe(self) -> str:
         return f"({self.a.describe()} | {self.b.describe()})"
 
@@ -198,6 +212,11 @@ class _And(_Or):
             self.a.count_stop(evaluations, offset),
             self.b.count_stop(evaluations, offset),
         )
+
+    def seconds_left(self, elapsed: float) -> float | None:
+        # both must hold: only two time budgets bound the end
+        a, b = self.a.seconds_left(elapsed), self.b.seconds_left(elapsed)
+        return None if a is None or b is None else max(a, b)
 
     def describe(self) -> str:
         return f"({self.a.describe()} & {self.b.describe()})"
@@ -293,6 +312,9 @@ class MaxTime(StoppingCriterion):
 
     def completion(self, snap: Snapshot) -> float:
         return min(1.0, snap.elapsed / self.seconds)
+
+    def seconds_left(self, elapsed: float) -> float | None:
+        return max(0.0, self.seconds - elapsed)
 
     def describe(self) -> str:
         return f"MaxTime({self.seconds:g})"

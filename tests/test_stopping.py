@@ -228,3 +228,15 @@ def test_max_stderr_stops_a_zero_variance_game_after_burn_in(client: Client) -> 
     assert result.metadata["elapsed_seconds"] < 60  # stopped by the stderr
     np.testing.assert_allclose(result.values, np.arange(1, 6))
     assert (result.stderr <= 1e-9).all()
+
+
+def test_seconds_left_bounds_the_end_only_where_a_time_budget_does() -> None:
+    assert dv.MaxTime(10).seconds_left(3) == 7
+    assert dv.MaxTime(10).seconds_left(12) == 0
+    assert (dv.MaxTime(10) | dv.MaxSamples(5)).seconds_left(3) == 7
+    assert (dv.MaxTime(10) | dv.MaxTime(4)).seconds_left(3) == 1
+    # both must hold: a sample budget may end it later than the clock
+    assert (dv.MaxTime(10) & dv.MaxSamples(5)).seconds_left(3) is None
+    assert (dv.MaxTime(10) & dv.MaxTime(20)).seconds_left(3) == 17
+    assert (~dv.MaxTime(10)).seconds_left(3) is None
+    assert dv.MaxSamples(5).seconds_left(3) is None

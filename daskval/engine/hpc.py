@@ -32,6 +32,7 @@ SYSTEMS = {
     "local": ("dask_jobqueue.local", "LocalCluster"),
 }
 
+
 def _import_keeping_sigint(module_name: str) -> Any:
     """Import a dask-jobqueue module without losing the SIGINT handler.
 

@@ -78,6 +78,20 @@ logger = logging.getLogger("daskval")
 
 # a task's contribution matrix (samples x players floats) stays below this
 _MAX_TASK_BYTES = 64 * 2**20
+# Task sizes keep the engine's own costs a small share of the work. The
+# scheduler spends ~1.5 ms of CPU per task (benchmarks/engine_costs.py,
+# 2026-12-07, 2-core machine; with the client in the same process), and each
+# leaf brings ~1.4 tasks (combines and links): with
+# tasks of at least threads * 3 ms it stays below about half busy at any
+# number of worker threads (0.77 s at 256 threads, 3 s at 1,000).
+_SCHEDULER_SECONDS_PER_TASK = 1.5e-3
+_SCHEDULER_SHARE = 0.5
+# Every leaf's state (O(n) per statistic) is made, pickled, moved and merged
+# about 1.3 times: ~4 ns of worker CPU per byte (measured: an 8 MB MSR state
+# at n = 100,000 costs ~30 ms per leaf). Tasks last long enough for that to be
+# this share of the CPU the cluster has (threads beyond the cores share it).
+_SECONDS_PER_STATE_BYTE = 4e-9
+_STATE_SHARE = 0.1
 
 
 @dataclass
@@ -148,6 +162,9 @@ class ValuationHandle:
         # futures whose done-callback fired, for the loop to file
         self._finished: deque[Future] = deque()
         self._tree_combines = 0
+        # for task sizes: worker threads per core, the bytes of one state
+        self._threads_per_core = 1.0
+        self._state_bytes = 0
         self._reducer: Reducer | None = None
         self._cancel_status = "cancelled"
         # with the memo on: which worker each block of an enumeration goes to
@@ -258,9 +275,12 @@ class ValuationHandle:
         stop = self.spec.stop
         if stop is not None:
             stop.reset()
+        n_threads = sum(client.nthreads().values()) or 1
         if settings.samples_per_task is None:  # the plan's own, if it has one
-            n_threads = sum(client.nthreads().values()) or 1
             settings.samples_per_task = plan.samples_per_task(n_threads)
+        if settings.samples_per_task is None:
+            self._threads_per_core = _threads_per_core(client, n_threads)
+            self._state_bytes = initial_partial(plan).nbytes
         memo = settings.memo is not False
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
@@ -671,7 +691,11 @@ class ValuationHandle:
         if seconds_per_sample is None or seconds_per_sample <= 0:
             size = 1
         else:
-            size = int(settings.target_task_seconds / seconds_per_sample)
+            size = int(self._target_task_seconds(n_threads) / seconds_per_sample)
+            left = self._seconds_left()
+            if left is not None:
+                # a sample that ends after a time budget is dropped: end by then
+                size = min(size, int(0.9 * left / seconds_per_sample))
         remaining = None if cap is None else cap - next_start
         if remaining is not None and (
             seconds_per_sample is None
@@ -681,6 +705,25 @@ class ValuationHandle:
             # work than one task
             size = min(size, -(-remaining // (2 * n_threads)))
         return int(min(max(1, size), largest))
+
+    def _target_task_seconds(self, n_threads: int) -> float:
+        """How long a task should run: the settings' target, or longer where
+        the scheduler's load or the states' bytes ask for it (see the costs
+        at the top of this module)."""
+        scheduler = n_threads * _SCHEDULER_SECONDS_PER_TASK / _SCHEDULER_SHARE
+        states = (
+            self._state_bytes
+            * _SECONDS_PER_STATE_BYTE
+            * self._threads_per_core
+            / _STATE_SHARE
+        )
+        return max(self.settings.target_task_seconds, scheduler, states)
+
+    def _seconds_left(self) -> float | None:
+        stop = self.spec.stop
+        if stop is None:
+            return None
+        return stop.seconds_left(time.monotonic() - self._begin)
 
     def _wait_for(self, future: Future, start: int, end: int) -> float | None:
         """Wait for the probe leaf; its seconds per sample (None if it killed
@@ -910,6 +953,23 @@ def _cluster_lost(exc: BaseException, client: Client) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _threads_per_core(client: Client, n_threads: int) -> float:
+    """Worker threads per core of the hosts they run on (1 if unknown):
+    above 1 when threads share cores, as in a simulation with sleeping
+    calls, and the engine's own CPU then has fewer cores than threads."""
+    from urllib.parse import urlsplit
+
+    try:
+        counts = client.run(os.cpu_count)
+    except Exception:
+        return 1.0
+    cores: dict[str, int] = {}
+    for address, count in counts.items():
+        host = urlsplit(str(address)).hostname or str(address)
+        cores[host] = max(cores.get(host, 0), int(count or 1))
+    return max(1.0, n_threads / max(1, sum(cores.values())))
 
 
 def _log_evaluation_problems(stats: EvalStats) -> None:
