@@ -216,3 +216,13 @@ def test_any_completion_order_gives_bitwise_the_same_state(view_every: int) -> N
     assert isinstance(ref, Moments)
     np.testing.assert_allclose(first.total, ref.total, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(first.m2, ref.m2, rtol=1e-12, atol=1e-12)
+
+
+def test_a_unit_in_a_group_is_not_combined_again_when_the_bound_moves() -> None:
+    grid, combine = grid_of(2 * GROUP)
+    finish(grid, list(range(GROUP, 2 * GROUP)))  # a whole group ahead of the chain
+    assert len(combine.calls) == FANIN + 1
+    grid.set_safe_stop(None)  # what every fetch does without a count budget
+    grid.set_safe_stop(None)
+    assert len(combine.calls) == FANIN + 1
+    assert all(None not in futures for futures, _ in combine.calls)

@@ -124,6 +124,7 @@ class SlotGrid:
         self._units: dict[int, Any] = {}  # unit number -> future
         self._groups: dict[int, Any] = {}  # group number -> future
         self._done_in_unit: dict[int, int] = {}
+        self._formed: set[int] = set()  # units combined (alone or in a group)
         # combine tasks not yet finished, by key: a callback reports errors
         self.pending: dict[str, str] = {}
         #: units ending after this sample are not combined (None: all are)
@@ -199,7 +200,7 @@ class SlotGrid:
         self.safe_stop = safe_stop
         if raised:
             for unit, count in list(self._done_in_unit.items()):
-                if count == FANIN and unit not in self._units:
+                if count == FANIN and unit not in self._formed:
                     self._try_unit(unit)
 
     def _slot_finished(self, index: int) -> None:
@@ -214,6 +215,7 @@ class SlotGrid:
         if self.safe_stop is not None and last.stop > self.safe_stop:
             return
         slots = [self._slots[first + j] for j in range(FANIN)]
+        self._formed.add(unit)
         self._units[unit] = self._submit(
             [s.value for s in slots], f"{slots[0].start}-{last.stop}-unit"
         )
@@ -258,6 +260,7 @@ class SlotGrid:
         for unit in range(group * FANIN, (group + 1) * FANIN):
             self._units.pop(unit, None)
             self._done_in_unit.pop(unit, None)
+            self._formed.discard(unit)
         self._chain = first + count
         self._chain_stop = end
         return layout, parts, end
@@ -329,6 +332,7 @@ class SlotGrid:
         self._units.clear()
         self._groups.clear()
         self._done_in_unit.clear()
+        self._formed.clear()
         self.pending.clear()
         lost = []
         for index in sorted(self._slots):

@@ -80,11 +80,13 @@ logger = logging.getLogger("daskval")
 _MAX_TASK_BYTES = 64 * 2**20
 # Task sizes keep the engine's own costs a small share of the work. The
 # scheduler spends ~1.5 ms of CPU per task (benchmarks/engine_costs.py,
-# 2026-12-07, 2-core machine; with the client in the same process), and each
-# leaf brings ~1.4 tasks (combines and links): with
-# tasks of at least threads * 3 ms it stays below about half busy at any
-# number of worker threads (0.77 s at 256 threads, 3 s at 1,000).
+# 2026-12-07, 2-core machine, client in the same process), and each leaf
+# brings 1 + 1/4 + 1/16 + 1/16 tasks (itself, its share of a unit, a group and
+# a link; engine.reduce): tasks of at least threads * 4.1 ms keep it at most
+# half busy at any number of worker threads (0.5 s at 128 threads, 1.1 s at
+# 256, 4.1 s at 1,000).
 _SCHEDULER_SECONDS_PER_TASK = 1.5e-3
+_TASKS_PER_LEAF = 1.375
 _SCHEDULER_SHARE = 0.5
 # Every leaf's state (O(n) per statistic) is made, pickled, moved and merged
 # about 1.3 times: ~4 ns of worker CPU per byte (measured: an 8 MB MSR state
@@ -710,7 +712,9 @@ class ValuationHandle:
         """How long a task should run: the settings' target, or longer where
         the scheduler's load or the states' bytes ask for it (see the costs
         at the top of this module)."""
-        scheduler = n_threads * _SCHEDULER_SECONDS_PER_TASK / _SCHEDULER_SHARE
+        scheduler = (
+            n_threads * _TASKS_PER_LEAF * _SCHEDULER_SECONDS_PER_TASK / _SCHEDULER_SHARE
+        )
         states = (
             self._state_bytes
             * _SECONDS_PER_STATE_BYTE
