@@ -27,7 +27,7 @@ from distributed import Client, Future
 from daskval.accumulate import Partial
 from daskval.engine.faults import chain_is_broken, is_killed_worker
 from daskval.engine.packed import submit_packed
-from daskval.engine.reduce import Slot, SlotGrid
+from daskval.engine.reduce import Layout, Slot, SlotGrid
 from daskval.engine.tasks import UtilityRef, combine_task, merge_task
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan
@@ -151,18 +151,8 @@ class Reducer:
     def _append_complete_groups(self) -> None:
         while (link := self.grid.next_link()) is not None:
             layout, parts, end = link
-            future = submit_packed(
-                self.client,
-                merge_task,
-                self._prefix,
-                self.stop,
-                self.plugin,
-                self.plan,
-                layout,
-                *parts,
-                key=f"daskval-merge-{self.run_id}-{end}{self._suffix()}",
-            )
-            future.add_done_callback(self._wake)
+            key = f"daskval-merge-{self.run_id}-{end}{self._suffix()}"
+            future = self._submit_merge(layout, parts, key)
             self.links.append(future)
             self._prefix = future
 
@@ -180,6 +170,13 @@ class Reducer:
             return self.links[-1] if self.links else None
         layout, parts, end = view
         self._seq += 1
+        return self._submit_merge(
+            layout, parts, f"daskval-view-{self.run_id}-{end}-{self._seq}"
+        )
+
+    def _submit_merge(self, layout: Layout, parts: list[Any], key: str) -> Future:
+        """A merge task appending ``parts`` to the newest link: a link of
+        the chain, or a view."""
         future = submit_packed(
             self.client,
             merge_task,
@@ -189,7 +186,7 @@ class Reducer:
             self.plan,
             layout,
             *parts,
-            key=f"daskval-view-{self.run_id}-{end}-{self._seq}",
+            key=key,
         )
         future.add_done_callback(self._wake)
         return future
