@@ -13,9 +13,10 @@ with
 - ``meta``: the JSON metadata as UTF-8 bytes (a uint8 array);
 - ``anchors``: the anchor utilities (float64, in ``plan.anchors()`` order);
 - ``s<i>_count``, ``s<i>_total``, ``s<i>_m2`` for a :class:`Moments`
-  statistic ``i`` and ``s<i>_a<j>`` for the arrays of a :class:`Sums` or
-  :class:`Rows` statistic (names, kinds and array names are listed in the
-  metadata; rows keep their dtypes);
+  statistic ``i`` and ``s<i>_a<j>`` for the arrays of a :class:`Sums`,
+  :class:`Rows` or :class:`CoalitionSums` statistic (names, kinds and array
+  names are listed in the metadata; rows keep their dtypes; coalition sums
+  are written expanded, as their ``in`` and ``out`` sums);
 - ``sha256``: the hex SHA-256 (ASCII, uint8) over the metadata and every
   other array's name, dtype, shape and bytes.
 
@@ -41,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daskval.accumulate import Moments, Partial, Rows, Statistic, Sums
+from daskval.accumulate import (
+    CoalitionSums,
+    Moments,
+    Partial,
+    Rows,
+    Statistic,
+    Sums,
+)
 from daskval.result import write_npz_atomically
 from daskval.utility import EvalStats
 
@@ -256,6 +264,10 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pat
     return target
 
 
+# the kind each statistic is written as (Moments have their own arrays)
+_KINDS: dict[type, str] = {Sums: "sums", Rows: "rows", CoalitionSums: "coalition-sums"}
+
+
 def _to_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
     state = checkpoint.state
     arrays: dict[str, np.ndarray] = {
@@ -269,11 +281,17 @@ def _to_arrays(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
             arrays[f"s{i}_total"] = np.asarray(statistic.total)
             arrays[f"s{i}_m2"] = np.asarray(statistic.m2)
         else:
-            keys = list(statistic.arrays)
-            kind = "rows" if isinstance(statistic, Rows) else "sums"
+            kind = _KINDS[type(statistic)]
+            # pending coalitions are written expanded: the same numbers
+            named = (
+                statistic.sums().arrays
+                if isinstance(statistic, CoalitionSums)
+                else statistic.arrays
+            )
+            keys = list(named)
             described.append({"name": name, "kind": kind, "arrays": keys})
             for j, key in enumerate(keys):
-                arrays[f"s{i}_a{j}"] = np.asarray(statistic.arrays[key])
+                arrays[f"s{i}_a{j}"] = np.asarray(named[key])
     stats = state.eval_stats
     meta = {
         "format": FORMAT,
@@ -421,13 +439,15 @@ def _from_arrays(
             moments[entry["name"]] = Moments(
                 count.astype(np.int64), total.astype(np.float64), m2.astype(np.float64)
             )
-        elif entry["kind"] in ("sums", "rows"):
+        elif entry["kind"] in ("sums", "rows", "coalition-sums"):
             keys = [f"s{i}_a{j}" for j in range(len(entry["arrays"]))]
             named = {
                 name: arrays[k] for name, k in zip(entry["arrays"], keys, strict=True)
             }
             if entry["kind"] == "sums":
                 moments[entry["name"]] = Sums(named)
+            elif entry["kind"] == "coalition-sums":
+                moments[entry["name"]] = _coalition_sums(entry["name"], named)
             else:
                 if len({len(a) for a in named.values()}) > 1:
                     raise ValueError(
@@ -503,9 +523,26 @@ def check_structure(checkpoint: Checkpoint, plan: Plan) -> None:
         )
 
 
+def _coalition_sums(name: str, named: dict[str, np.ndarray]) -> CoalitionSums:
+    inside, outside = named.get("in"), named.get("out")
+    if (
+        set(named) != {"in", "out"}
+        or inside is None
+        or outside is None
+        or inside.ndim != 2
+        or inside.shape != outside.shape
+    ):
+        raise ValueError(f"statistic {name!r} is not a pair of equal n x m sums")
+    return CoalitionSums.from_sums(
+        Sums({"in": inside.astype(np.float64), "out": outside.astype(np.float64)})
+    )
+
+
 def _shapes(statistic: Statistic) -> dict[str, tuple[Any, ...]]:
     if isinstance(statistic, Moments):
         return {"moments": statistic.total.shape}
+    if isinstance(statistic, CoalitionSums):
+        return {side: (statistic.n, statistic.width) for side in ("in", "out")}
     if isinstance(statistic, Rows):
         # any number of rows; the shape of one row and its dtype must match
         return {k: (*a.shape[1:], a.dtype.str) for k, a in statistic.arrays.items()}

@@ -28,7 +28,7 @@ from daskval.accumulate import Partial
 from daskval.engine.faults import chain_is_broken, is_killed_worker
 from daskval.engine.packed import submit_packed
 from daskval.engine.reduce import Layout, Slot, SlotGrid
-from daskval.engine.tasks import UtilityRef, combine_task, merge_task
+from daskval.engine.tasks import UtilityRef, combine_task, merge_task, view_task
 from daskval.exceptions import ValuationError
 from daskval.plan import Plan
 from daskval.stopping import StoppingCriterion
@@ -42,6 +42,11 @@ logger = logging.getLogger("daskval")
 _MAX_RESTARTS = 20
 # seconds to wait for a finished state (lost meanwhile: try again later)
 _FETCH_TIMEOUT = 30.0
+# Combines, links and views run before any queued leaf: the chain is serial,
+# and a link queued behind a worker's backlog of leaves (the loop keeps a few
+# per thread in flight) would wait that backlog out at every step; at 128
+# threads that made the chain, not the leaves, set the pace.
+_REDUCTION_PRIORITY = {"priority": 100}
 
 
 def _base_task(state: Partial) -> Partial:
@@ -144,6 +149,7 @@ class Reducer:
             self.keep_costs,
             *futures,
             key=f"daskval-combine-{self.run_id}-{label}-{self._seq}",
+            submit_kwargs=_REDUCTION_PRIORITY,
         )
         future.add_done_callback(self._wake)
         return future
@@ -171,15 +177,17 @@ class Reducer:
         layout, parts, end = view
         self._seq += 1
         return self._submit_merge(
-            layout, parts, f"daskval-view-{self.run_id}-{end}-{self._seq}"
+            layout, parts, f"daskval-view-{self.run_id}-{end}-{self._seq}", view=True
         )
 
-    def _submit_merge(self, layout: Layout, parts: list[Any], key: str) -> Future:
+    def _submit_merge(
+        self, layout: Layout, parts: list[Any], key: str, view: bool = False
+    ) -> Future:
         """A merge task appending ``parts`` to the newest link: a link of
         the chain, or a view."""
         future = submit_packed(
             self.client,
-            merge_task,
+            view_task if view else merge_task,
             self._prefix,
             self.stop,
             self.plugin,
@@ -187,6 +195,7 @@ class Reducer:
             layout,
             *parts,
             key=key,
+            submit_kwargs=_REDUCTION_PRIORITY,
         )
         future.add_done_callback(self._wake)
         return future
@@ -213,8 +222,8 @@ class Reducer:
 
     def newest_state(self, timeout: float = 30.0) -> Partial | None:
         """Everything merged now, waited for (the end of a run stopped early)."""
-        if self._fetch is not None and not self._fetch.done():
-            self.client.cancel([self._fetch])
+        # a fetch under way is dropped, not cancelled: it may be the newest
+        # link itself, which the new view needs
         self._fetch = None
         future = self._newest()
         if future is None:
@@ -250,7 +259,9 @@ class Reducer:
             "fetched state of %d samples",
             state.stop,
         )
-        self.client.cancel(list(self.links) + ([self._fetch] if self._fetch else []))
+        # dropped, not cancelled: cancelling a chain of links together makes
+        # the scheduler fail an assertion and drop the client (see
+        # ValuationHandle._release); unwanted, the scheduler forgets them
         self.links.clear()
         self._fetch = None
         self._combine_failed = False
@@ -267,13 +278,6 @@ class Reducer:
         lost = self.grid.rebase(state.stop, alive=lambda f: f.status != "error")
         self._append_complete_groups()
         return lost
-
-    def held(self) -> list[Future]:
-        """Every future of the reduction still held (to release at the end)."""
-        futures = [*self.grid.held(), *self.links]
-        if self._fetch is not None:
-            futures.append(self._fetch)
-        return futures
 
     def _suffix(self) -> str:
         """Keys of a restarted chain differ from the dropped one's."""

@@ -37,7 +37,7 @@ tasks, so its bookkeeping is tested without a cluster.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,16 +344,6 @@ class SlotGrid:
             elif slot.value is not None:
                 self._slot_finished(index)
         return lost
-
-    def held(self) -> Iterator[Any]:
-        """Every future the grid holds (to release at the end of a run)."""
-        for slot in self._slots.values():
-            if slot.value is not None:
-                yield slot.value
-            for _, piece in slot.pieces.values():
-                yield piece
-        yield from self._units.values()
-        yield from self._groups.values()
 
 
 def _key(future: Any) -> str:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from distributed import Client, Future
 
-from daskval.accumulate import Partial
+from daskval.accumulate import CoalitionSums, Partial
 from daskval.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -57,6 +57,7 @@ from daskval.engine.faults import (
 )
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.packed import pack_call, submit_packed
+from daskval.engine.reduce import FANIN
 from daskval.engine.tasks import (
     UtilityRef,
     anchors_task,
@@ -282,7 +283,7 @@ class ValuationHandle:
             settings.samples_per_task = plan.samples_per_task(n_threads)
         if settings.samples_per_task is None:
             self._threads_per_core = _threads_per_core(client, n_threads)
-            self._state_bytes = initial_partial(plan).nbytes
+            self._state_bytes = _bytes_per_leaf(initial_partial(plan))
         memo = settings.memo is not False
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
@@ -355,6 +356,7 @@ class ValuationHandle:
         reducer.set_safe_stop(self._safe_stop(state, next_start))
         last_check = time.monotonic()
         status = "completed"
+        time_up = False
         n_threads = sum(client.nthreads().values()) or 1
         threads_checked = time.monotonic()
 
@@ -396,6 +398,14 @@ class ValuationHandle:
                 for slot in reducer.restart(state, anchor_stats):
                     self._run_again(slot.start, slot.stop, plugin, in_flight, reducer)
 
+            left = self._seconds_left()
+            if left is not None and left <= 0:
+                # a time budget ends the run by the client's clock, not at the
+                # next fetched state (which was asked for up to a check
+                # interval, plus the chain's lag, earlier)
+                time_up = True
+                break
+
             # fetch the newest merged state and decide
             all_merged = cap is not None and reducer.merged_stop >= cap
             if now - last_check >= check_every or all_merged:
@@ -419,13 +429,16 @@ class ValuationHandle:
                 if self._update_progress(state, cap, begin):
                     break
 
-        if status != "completed":
-            # stopped early: keep every sample merged so far, not only the
-            # last state fetched
+        if status != "completed" or time_up:
+            # stopped early or on time: keep every sample merged so far, not
+            # only the last state fetched
             newest = reducer.newest_state()
             if newest is not None and newest.stop >= state.stop:
                 state = self._last_state = newest
-        self._release(list(in_flight) + reducer.held())
+            if time_up:
+                check_not_all_failed(state.eval_stats)
+                self._update_progress(state, cap, begin)
+        self._release(in_flight)
         self._tree_combines = reducer.grid.combines
         self._chain_generation = reducer.generation
         self._reducer = None
@@ -661,9 +674,23 @@ class ValuationHandle:
         )
         reducer.leaf_done(index, index + 1, failed)
 
-    def _release(self, futures: list[Future]) -> None:
-        """Give up the run's remaining tasks."""
-        self.client.cancel(futures)
+    def _release(self, in_flight: dict[Future, tuple[int, int]]) -> None:
+        """Give up the run's remaining tasks.
+
+        Only leaves not yet finished are cancelled (so that queued ones never
+        take a thread): no leaf has a dependent before it finishes. Every
+        other future (combines, links, views, finished leaves) is released
+        by dropping the last reference to it. Cancelling a task together
+        with its dependents (a chain of links, a leaf and its combine) makes
+        the scheduler cancel the dependents first and then fail an
+        assertion (``assert ts.who_wants`` in ``Scheduler.stimulus_cancel``),
+        after which it drops the client: the user's own futures on it with
+        it.
+        """
+        pending = [f for f in in_flight if not f.done()]
+        self._finished.clear()
+        if pending:
+            self.client.cancel(pending)
 
     def _sample_cap(self, anchor_evaluations: int) -> int | None:
         """An upper bound on the samples the run may hold (exact for fixed costs).
@@ -957,6 +984,23 @@ def _cluster_lost(exc: BaseException, client: Client) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def _bytes_per_leaf(empty: Partial) -> int:
+    """The state bytes one leaf makes the reduction move and merge.
+
+    A statistic that travels as its samples (CoalitionSums) is dense only in
+    the chain's prefix, which takes a group of FANIN**2 leaves per link: per
+    leaf, a FANIN**2-th of its dense form (the samples' own bytes are small
+    beside it). Any other statistic is its full size in every leaf.
+    """
+    total = 0
+    for statistic in empty.moments.values():
+        if isinstance(statistic, CoalitionSums):
+            total += statistic.dense_nbytes // FANIN**2
+        else:
+            total += statistic.nbytes
+    return total
 
 
 def _threads_per_core(client: Client, n_threads: int) -> float:

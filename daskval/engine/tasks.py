@@ -29,6 +29,7 @@ __all__ = [
     "fold",
     "leaf_task",
     "merge_task",
+    "view_task",
 ]
 
 
@@ -192,6 +193,20 @@ def merge_task(
         # never mutate a task's input: Dask may hold (or recompute from) it
         state = replace(state, exhausted=True)
     return replace(state, sample_evaluations=None)
+
+
+def view_task(
+    prefix: Partial | EvalStats,
+    stop: StoppingCriterion | None,
+    plugin_name: UtilityRef | str,
+    plan: Plan,
+    layout: Layout,
+    *parts: Partial,
+) -> Partial:
+    """A view: :func:`merge_task`'s state, expanded for the client to read
+    (the client would otherwise expand pending samples itself, serially,
+    at every progress update)."""
+    return merge_task(prefix, stop, plugin_name, plan, layout, *parts).expanded()
 
 
 def _units(layout: Layout, parts: tuple[Partial, ...]) -> list[list[Partial]]:

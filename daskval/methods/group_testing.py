@@ -50,7 +50,7 @@ import numpy as np
 from daskval._validation import check_positive_int, check_positive_number
 from daskval.accumulate import Moments, Statistic
 from daskval.methods.base import Valuation
-from daskval.plan import Estimate, Plan
+from daskval.plan import Estimate, Plan, derived
 from daskval.samplers import sample_rng
 from daskval.utility import EvalStats, Utility
 
@@ -188,9 +188,13 @@ class GroupTestingPlan(Plan):
         self.n_samples = n_samples
         self.epsilon, self.delta = epsilon, delta
         self.solver = solver
-        self.sizes, self.q, self.z = _size_law(n)
         self.u_empty = self.u_full = float("nan")
         self.check: dict[str, Any] | None = None
+
+    @derived
+    def size_law(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The coalition sizes, their probabilities q and the scale Z."""
+        return _size_law(self.n)
 
     def anchors(self) -> list[np.ndarray]:
         return [np.empty(0, dtype=np.intp), np.arange(self.n)]
@@ -210,7 +214,8 @@ class GroupTestingPlan(Plan):
     def coalition(self, index: int) -> np.ndarray:
         """The coalition of sample ``index``, as a boolean mask."""
         rng = sample_rng(self.seed, index)
-        k = int(rng.choice(self.sizes, p=self.q))
+        sizes, q, _ = self.size_law
+        k = int(rng.choice(sizes, p=q))
         mask = np.zeros(self.n, dtype=bool)
         mask[rng.permutation(self.n)[:k]] = True
         return mask
@@ -224,7 +229,7 @@ class GroupTestingPlan(Plan):
             inside[row] = self.coalition(index)
             u[row] = utility.evaluate(np.flatnonzero(inside[row]), stats)
         sizes = inside.sum(axis=1, keepdims=True)
-        y = self.z * (u - self.u_empty)[:, None] * (inside - sizes / self.n)
+        y = self.size_law[2] * (u - self.u_empty)[:, None] * (inside - sizes / self.n)
         return (
             {"differences": Moments.from_samples(y)},
             np.ones(stop - start, dtype=np.int32),

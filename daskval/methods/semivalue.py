@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from daskval.accumulate import Moments, Statistic, Sums
+from daskval.accumulate import CoalitionSums, Moments, Statistic
 from daskval.methods.base import Valuation
 from daskval.methods.regression import RegressionSampler, make_regression_plan
-from daskval.plan import EnumerationPlan, Estimate, Plan
+from daskval.plan import EnumerationPlan, Estimate, Plan, derived
 from daskval.samplers import (
     CoalitionSampler,
     ExactSampler,
@@ -175,11 +175,15 @@ class PermutationSemivaluePlan(_SemivaluePlan):
     ) -> None:
         super().__init__(n, seed, semivalues)
         self.sampler = sampler
-        log_q = Shapley().log_weights(n)
-        self.factors = _importance_factors(
-            _log_ratios(self.semivalues, log_q, n), self.semivalues
-        )
         self.u_empty = self.u_full = float("nan")
+
+    @derived
+    def factors(self) -> np.ndarray:
+        """(semivalues, n): the importance factor of each prefix size."""
+        log_q = Shapley().log_weights(self.n)
+        return _importance_factors(
+            _log_ratios(self.semivalues, log_q, self.n), self.semivalues
+        )
 
     def anchors(self) -> list[np.ndarray]:
         return [np.empty(0, dtype=np.intp), np.arange(self.n)]
@@ -267,16 +271,19 @@ class FlipSemivaluePlan(_SemivaluePlan):
         super().__init__(n, seed, semivalues)
         self.sampler = sampler
         self.n_strata = sampler.n_strata(n)
-        pi = sampler.size_probabilities(n)
-        # the complement of S has size law pi reversed
-        self.factors = [
+        _check_support(self.semivalues, sampler.size_probabilities(n), n, sampler)
+
+    @derived
+    def factors(self) -> list[np.ndarray]:
+        """The importance factors for S and, reversed, for its complement."""
+        pi = self.sampler.size_probabilities(self.n)
+        return [
             _importance_factors(
-                _log_ratios(self.semivalues, log_marginal_probabilities(p), n),
+                _log_ratios(self.semivalues, log_marginal_probabilities(p), self.n),
                 self.semivalues,
             )
             for p in (pi, pi[::-1])
         ]
-        _check_support(self.semivalues, pi, n, sampler)
 
     def empty_statistics(self) -> dict[str, Statistic]:
         shape = (self.n_strata, self.n)
@@ -381,7 +388,8 @@ class MSRSemivaluePlan(_SemivaluePlan):
     The standard error is the delta-method variance of each ratio,
     ``sum a^2 (u - R)^2 / (sum a)^2``, corrected by ``m / (m - 1)`` on the
     effective sample size ``m = (sum a)^2 / sum a^2``. Statistics per
-    semivalue: 2 sides x 5 sums x n floats.
+    semivalue: 2 sides x 5 sums x n floats, held as the sampled coalitions
+    while they are fewer (:class:`~daskval.accumulate.CoalitionSums`).
     """
 
     _SUMS = 5  # sum a, sum a u, sum a^2, sum a^2 u, sum a^2 u^2
@@ -397,24 +405,31 @@ class MSRSemivaluePlan(_SemivaluePlan):
         self.sampler = sampler
         pi = sampler.size_probabilities(n)
         _check_support(self.semivalues, pi, n, sampler, msr=True)
+
+    @derived
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``a_in`` and ``a_out``: (semivalues, n + 1) weights per size."""
+        n = self.n
         s = np.arange(n + 1)
         with np.errstate(divide="ignore"):
-            log_set = np.log(pi) - log_binomial(n, s)  # log P(S) for |S| = s
+            # log P(S) for |S| = s
+            log_set = np.log(self.sampler.size_probabilities(n)) - log_binomial(n, s)
         # a_in(s) = w(s-1) / P(S) for s >= 1; a_out(s) = w(s) / P(S) for s <= n-1
-        self.a_in = np.zeros((len(self.semivalues), n + 1))
-        self.a_out = np.zeros((len(self.semivalues), n + 1))
+        a_in = np.zeros((len(self.semivalues), n + 1))
+        a_out = np.zeros((len(self.semivalues), n + 1))
         for k, v in enumerate(self.semivalues):
             log_w = v.log_weights(n)
             with np.errstate(invalid="ignore", over="ignore"):
-                self.a_in[k, 1:] = np.exp(log_w[s[1:] - 1] - log_set[1:])
-                self.a_out[k, :-1] = np.exp(log_w[s[:-1]] - log_set[:-1])
-        self.a_in = np.nan_to_num(self.a_in, nan=0.0, posinf=0.0)
-        self.a_out = np.nan_to_num(self.a_out, nan=0.0, posinf=0.0)
+                a_in[k, 1:] = np.exp(log_w[s[1:] - 1] - log_set[1:])
+                a_out[k, :-1] = np.exp(log_w[s[:-1]] - log_set[:-1])
+        return (
+            np.nan_to_num(a_in, nan=0.0, posinf=0.0),
+            np.nan_to_num(a_out, nan=0.0, posinf=0.0),
+        )
 
     def empty_statistics(self) -> dict[str, Statistic]:
         return {
-            name: Sums.zeros({"in": (self.n, self._SUMS), "out": (self.n, self._SUMS)})
-            for name in self.statistics
+            name: CoalitionSums.empty(self.n, self._SUMS) for name in self.statistics
         }
 
     def sample_limit(self) -> int | None:
@@ -436,21 +451,24 @@ class MSRSemivaluePlan(_SemivaluePlan):
             inside[row] = self.sampler.coalitions(self.seed, index, self.n)[0]
             u[row] = utility.evaluate(np.flatnonzero(inside[row]), stats)
         sizes = inside.sum(axis=1)
-        z_in, z_out = inside.astype(float), (~inside).astype(float)
-        statistics: dict[str, Statistic] = {}
-        for k, name in enumerate(self.statistics):
-            statistics[name] = Sums(
-                {
-                    "in": z_in.T @ _weighted_sums(self.a_in[k, sizes], u),
-                    "out": z_out.T @ _weighted_sums(self.a_out[k, sizes], u),
-                }
+        a_in, a_out = self.weights
+        # the samples travel as coalitions while that is smaller than the
+        # 2 x 5 x n sums (CoalitionSums): at large n a leaf is kilobytes
+        statistics: dict[str, Statistic] = {
+            name: CoalitionSums.from_samples(
+                inside,
+                _weighted_sums(a_in[k, sizes], u),
+                _weighted_sums(a_out[k, sizes], u),
             )
+            for k, name in enumerate(self.statistics)
+        }
         return statistics, np.ones(rows, dtype=np.int32)
 
     def _estimate_one(self, statistic: Statistic) -> Estimate:
-        assert isinstance(statistic, Sums)
-        mean_in, var_in, m_in = _ratio_estimate(statistic["in"])
-        mean_out, var_out, m_out = _ratio_estimate(statistic["out"])
+        assert isinstance(statistic, CoalitionSums)
+        sums = statistic.sums()
+        mean_in, var_in, m_in = _ratio_estimate(sums["in"])
+        mean_out, var_out, m_out = _ratio_estimate(sums["out"])
         return mean_in - mean_out, np.sqrt(var_in + var_out), m_in + m_out
 
     def describe(self) -> dict[str, Any]:
