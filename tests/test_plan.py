@@ -73,4 +73,4 @@ def test_plans_of_different_runs_never_share_derived_tables() -> None:
     beta_copy = pickle.loads(pickle.dumps(beta))
     np.testing.assert_array_equal(shapley_copy.factors, shapley.factors)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(beta_copy.factors, beta.factors)  # type: ignore[attr-defined]
-    assert not np.array_equal(shapley_copy.factors, beta_copy.factors)  # type: ignore[attr-defined]
+    assert not np.array_equal(shapley_copy.factors, beta_copy.factors)
