@@ -49,6 +49,10 @@ _FETCH_TIMEOUT = 30.0
 _REDUCTION_PRIORITY = {"priority": 100}
 
 
+def _not_erred(future: Future) -> bool:
+    return bool(future.status != "error")
+
+
 def _base_task(state: Partial) -> Partial:
     """The state a restarted chain starts from (its graph carries it once)."""
     return state
@@ -244,9 +248,15 @@ class Reducer:
         """A fetched state moved past the last: restarts in a row start over."""
         self._restarts_in_a_row = 0
 
-    def restart(self, state: Partial, anchor_stats: EvalStats) -> list[Slot]:
+    def restart(
+        self,
+        state: Partial,
+        anchor_stats: EvalStats,
+        alive: Callable[[Future], bool] | None = None,
+    ) -> list[Slot]:
         """Start the chain again from the fetched ``state``; the slots to
-        run again (their states were lost with dropped units or erred)."""
+        run again (their states were lost with dropped units, or erred, or
+        are not ``alive``: by default every slot whose task did not err)."""
         self._restarts_in_a_row += 1
         if self._restarts_in_a_row > _MAX_RESTARTS:
             raise ValuationError(
@@ -275,7 +285,9 @@ class Reducer:
                 state,
                 key=f"daskval-base-{self.run_id}-{self.generation}",
             )
-        lost = self.grid.rebase(state.stop, alive=lambda f: f.status != "error")
+        if alive is None:
+            alive = _not_erred
+        lost = self.grid.rebase(state.stop, alive=alive)
         self._append_complete_groups()
         return lost
 
