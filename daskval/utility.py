@@ -21,9 +21,9 @@ import threading
 import traceback
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ __all__ = [
     "EvalStats",
     "FunctionUtility",
     "ModelUtility",
+    "ShardCore",
+    "ShardableUtility",
+    "Sharding",
     "Utility",
     "UtilityChain",
     "subset_seed",
@@ -251,6 +254,84 @@ class Utility(ABC):
             A fresh chain; it is not thread-safe and belongs to one task.
         """
         return UtilityChain(self)
+
+
+@runtime_checkable
+class ShardCore(Protocol):
+    """The part of a sharded utility that every worker holds (see
+    :class:`ShardableUtility`): a :class:`Utility` that computes a shard's
+    part of a range of samples and joins the parts of every shard.
+    """
+
+    def shard_part(self, shard: Any, start: int, stop: int) -> Any:
+        """The part of samples ``start .. stop-1`` that ``shard`` holds the
+        rows for (runs on a worker that holds the shard: small result)."""
+        ...
+
+    def with_parts(self, start: int, stop: int, parts: Sequence[Any]) -> Utility:
+        """A utility that computes samples ``start .. stop-1`` as the whole
+        utility would, from ``parts`` (one per shard, in shard order): what
+        the plan's ``run`` is given for that range."""
+        ...
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """A utility split for a sharded run.
+
+    Attributes
+    ----------
+    core : Utility
+        What every worker holds (broadcast like any utility); it also
+        implements :class:`ShardCore`.
+    shards : list
+        Consecutive rows, picklable, each held by one worker.
+    rows_per_shard : int
+        Rows per shard (the last one may hold fewer).
+    max_samples_per_task : int or None
+        At most this many samples per task: the parts of a task's range
+        are joined in one worker's memory (None: no limit).
+    """
+
+    core: Utility
+    shards: list[Any]
+    rows_per_shard: int
+    max_samples_per_task: int | None = None
+
+
+@runtime_checkable
+class ShardableUtility(Protocol):
+    """A utility whose rows can be split over the workers instead of
+    broadcast to each of them (a sharded run of the engine).
+
+    The engine shards a run when the utility would take too much of a
+    worker's memory to broadcast, or when :attr:`rows_per_shard_hint` asks
+    for it. It then broadcasts :attr:`Sharding.core`, puts each shard on
+    one worker, and computes a task over samples ``[start, stop)`` as one
+    small task per shard (:meth:`ShardCore.shard_part`, next to its shard)
+    and one that joins their parts (:meth:`ShardCore.with_parts`) and runs
+    the plan on the result. The values must be those of the whole utility
+    up to the grouping of sums.
+
+    A sharded utility serves plans without anchor coalitions and with a
+    fixed cost per sample (the core alone evaluates nothing).
+    """
+
+    #: rows per shard asked for by the caller (None: the engine decides)
+    rows_per_shard_hint: int | None
+
+    def shard_row_count(self) -> int:
+        """How many rows the shards are cut from."""
+        ...
+
+    def shard_nbytes(self) -> int:
+        """Bytes of the rows that sharding spreads (what a broadcast would
+        put on every worker)."""
+        ...
+
+    def split(self, rows_per_shard: int) -> Sharding:
+        """The core and shards of ``rows_per_shard`` consecutive rows each."""
+        ...
 
 
 class UtilityChain:

@@ -44,18 +44,6 @@ FRONT_END = {"daskval.methods", "daskval.methods.base"}
 # (importer, imported): the imports that still break a contract or close a
 # cycle
 KNOWN: dict[tuple[str, str], str] = {
-    ("daskval.engine.knn_chunked", "daskval.methods.knn"): (
-        "the sharded mode: chunked KNN is a private second engine"
-    ),
-    ("daskval.methods.knn", "daskval.engine.knn_chunked"): (
-        "the sharded mode: KNN-Shapley's fit calls its own engine"
-    ),
-    ("daskval.methods.knn", "daskval.engine.run"): (
-        "the sharded mode: KNN-Shapley's fit calls its own engine"
-    ),
-    ("daskval.methods.knn", "daskval.engine.cluster"): (
-        "the sharded mode: KNN-Shapley's fit looks up the client itself"
-    ),
     ("daskval.result", "daskval.dashboard.report"): (
         "ValuationResult.report() writes the static page (public API)"
     ),

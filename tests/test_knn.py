@@ -337,7 +337,9 @@ def test_chunked_training_set_equals_the_broadcast_path(
         KNNShapleyValuation(data, 5, train_chunk_size=123).fit(client=client).result_
     )
     assert broadcast is not None and chunked is not None
-    assert chunked.metadata["train_chunks"] == 6
+    assert chunked.metadata["sharding"]["shards"] == 6
+    assert chunked.metadata["sharding"]["rows_per_shard"] == 123
+    assert broadcast.metadata["sharding"] is None
     np.testing.assert_allclose(chunked.values, broadcast.values, rtol=0, atol=1e-12)
     np.testing.assert_allclose(chunked.stderr, broadcast.stderr, rtol=1e-9, atol=1e-15)
     np.testing.assert_array_equal(chunked.counts, broadcast.counts)
@@ -345,18 +347,15 @@ def test_chunked_training_set_equals_the_broadcast_path(
     assert chunked.n_samples == chunked.n_evaluations == 23
 
 
-def test_chunked_path_is_fit_only() -> None:
-    valuation = KNNShapleyValuation(small_problem(10, 3, 2, 0), 3, train_chunk_size=4)
-    with pytest.raises(ValueError, match="fit\\(\\) only"):
-        valuation.submit()
-    with pytest.raises(ValueError, match="takes only client=, progress= and"):
-        valuation.fit(memo=False)
+def test_train_chunk_size_is_checked() -> None:
     with pytest.raises(ValueError, match="train_chunk_size must be >= 1"):
         KNNShapleyValuation(small_problem(10, 3, 2, 0), 3, train_chunk_size=0)
+    with pytest.raises(TypeError, match="train_chunk_size must be an integer"):
+        KNNShapleyValuation(small_problem(10, 3, 2, 0), 3, train_chunk_size="4")  # type: ignore[arg-type]
 
 
 def test_data_too_large_to_broadcast_is_chunked() -> None:
-    from daskval.engine.knn_chunked import chunk_size_for
+    from daskval.engine.shards import rows_per_shard as chunk_size_for
 
     class Scheduler:
         def __init__(self, limit: int) -> None:
@@ -369,13 +368,20 @@ def test_data_too_large_to_broadcast_is_chunked() -> None:
     assert chunk_size_for(Scheduler(10**9), utility) is None  # type: ignore[arg-type]
     size = chunk_size_for(Scheduler(20_000), utility)  # type: ignore[arg-type]
     assert size is not None and 1 <= size < 1000
+    # a hint is the engine's choice whatever the memory
+    hinted = KNNUtility(small_problem(30, 4, 2, 0), 3, rows_per_shard=7)
+    assert chunk_size_for(Scheduler(10**9), hinted) == 7  # type: ignore[arg-type]
 
 
-def test_chunked_path_ignores_display_options(client: Client) -> None:
+def test_chunked_path_takes_every_engine_option(client: Client) -> None:
     data = small_problem(60, 5, 2, 3)
     chunked = KNNShapleyValuation(data, 3, train_chunk_size=25)
-    result = chunked.fit(client, progress=False, dashboard=False).result_
-    assert result is not None and result.metadata["train_chunks"] == 3
+    result = chunked.fit(
+        client, progress=False, dashboard=False, memo=True, samples_per_task=2
+    ).result_
+    assert result is not None and result.metadata["sharding"]["shards"] == 3
+    expected, _ = in_process(KNNShapleyValuation(data, 3))
+    np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize(

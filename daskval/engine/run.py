@@ -15,6 +15,12 @@ One run, seen from the client:
 
 A range counts once: its key names the run and the range, and a leaf enters
 the prefix only through the single merge chain.
+
+A utility too large to broadcast (or one whose caller asks for shards) runs
+in the sharded mode of the same loop (``engine.shards``): its core is
+broadcast, its rows are scattered in shards, and each leaf is one small task
+per shard plus the leaf that joins them; the leaf's state, and everything
+after it, is the same as in any run.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from daskval.engine.faults import (
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.packed import pack_call, submit_packed
 from daskval.engine.reduce import FANIN
+from daskval.engine.shards import ShardSet, check_shardable, rows_per_shard
 from daskval.engine.tasks import (
     UtilityRef,
     anchors_task,
@@ -68,7 +75,7 @@ from daskval.exceptions import ValuationError
 from daskval.plan import RunSpec, initial_partial
 from daskval.result import ValuationResult
 from daskval.stopping import Snapshot, planned_samples
-from daskval.utility import EvalStats
+from daskval.utility import EvalStats, ShardableUtility, Utility
 
 if TYPE_CHECKING:
     from daskval.dashboard.monitor import RunMonitor
@@ -95,6 +102,10 @@ _SCHEDULER_SHARE = 0.5
 # this share of the CPU the cluster has (threads beyond the cores share it).
 _SECONDS_PER_STATE_BYTE = 4e-9
 _STATE_SHARE = 0.1
+# seconds a sharded run waits for a shard to show as lost when a task that
+# depends on the shards was cancelled (the cancellations of a shard and of
+# its dependents reach the client in one batch, read by another thread)
+_SHARD_LOSS_WAIT = 2.0
 
 
 @dataclass
@@ -119,6 +130,9 @@ class RunSettings:
     checkpoint_interval: float = 60.0
     # the checkpoint this run continues from
     resume: Checkpoint | None = None
+    # rows per shard of a sharded run (None: the utility is broadcast); the
+    # engine sets it (engine.shards.rows_per_shard)
+    rows_per_shard: int | None = None
 
 
 @dataclass
@@ -175,6 +189,9 @@ class ValuationHandle:
         # worker deaths: poison samples found so far, restarts of the merge chain
         self._isolation = PoisonIsolation()
         self._chain_generation = 0
+        # a sharded run's shards on the cluster (None: broadcast)
+        self._shards: ShardSet | None = None
+        self._sharding: dict[str, Any] | None = None
         self._results: dict[str, ValuationResult] | None = None
         self._error: BaseException | None = None
         # checkpoints: what the run computes, its anchors, the newest state
@@ -266,6 +283,7 @@ class ValuationHandle:
             self._progress.status = "failed"
             self._publish_final("failed")
         finally:
+            self._shards = None  # the scattered shards go with the last reference
             self._done.set()
 
     def _run(self) -> dict[str, ValuationResult]:
@@ -288,8 +306,8 @@ class ValuationHandle:
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
-        plugin = UtilityRef(ensure_broadcast(client, self.spec.utility), memo)
-        if memo:
+        plugin = UtilityRef(ensure_broadcast(client, self._broadcast_utility()), memo)
+        if self._shards is None and memo:
             self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
 
@@ -393,10 +411,22 @@ class ValuationHandle:
             self._wake.wait(settings.poll_interval)
             self._wake.clear()
             now = time.monotonic()
-            self._collect_finished(plugin, in_flight, reducer)
-            if reducer.broken():
-                for slot in reducer.restart(state, anchor_stats):
-                    self._run_again(slot.start, slot.stop, plugin, in_flight, reducer)
+            if not self._recover_shards(
+                state, anchor_stats, plugin, in_flight, reducer
+            ):
+                try:
+                    self._collect_finished(plugin, in_flight, reducer)
+                    if reducer.broken():
+                        for slot in reducer.restart(state, anchor_stats):
+                            self._run_again(
+                                slot.start, slot.stop, plugin, in_flight, reducer
+                            )
+                except ValuationError:
+                    # a task cancelled with a lost shard, seen before the shard
+                    if not self._recover_shards(
+                        state, anchor_stats, plugin, in_flight, reducer, suspect=True
+                    ):
+                        raise
 
             left = self._seconds_left()
             if left is not None and left <= 0:
@@ -442,6 +472,9 @@ class ValuationHandle:
         self._tree_combines = reducer.grid.combines
         self._chain_generation = reducer.generation
         self._reducer = None
+        if self._shards is not None:
+            self._sharding = self._shards.describe()
+            self._shards = None  # released with the last reference
         del in_flight, reducer
         if status == "completed":
             check_not_all_failed(state.eval_stats, finished=True)
@@ -565,20 +598,75 @@ class ValuationHandle:
     ) -> Future:
         """Samples ``start .. end-1`` as a task whose key names the run and range
         (and ``tag``, for a range submitted again)."""
-        future = submit_packed(
-            self.client,
-            leaf_task,
-            plugin,
-            self.plan,
-            start,
-            end,
-            key=f"daskval-leaf-{self.run_id}-{start}-{end}{tag and '-' + tag}",
-            submit_kwargs=(
-                None if self._placement is None else self._placement.hint(start)
-            ),
-        )
+        key = f"daskval-leaf-{self.run_id}-{start}-{end}{tag and '-' + tag}"
+        hint = None if self._placement is None else self._placement.hint(start)
+        if self._shards is not None:
+            future = self._shards.submit_leaf(plugin, self.plan, start, end, key)
+        else:
+            future = submit_packed(
+                self.client,
+                leaf_task,
+                plugin,
+                self.plan,
+                start,
+                end,
+                key=key,
+                submit_kwargs=hint,
+            )
         future.add_done_callback(self._wake_up)
         return future
+
+    def _broadcast_utility(self) -> Utility:
+        """What every worker holds: the utility, or, in a sharded run, its
+        core (the shards are scattered here, one worker each)."""
+        utility, rows = self.spec.utility, self.settings.rows_per_shard
+        if rows is None:
+            return utility
+        if not isinstance(utility, ShardableUtility):
+            raise TypeError(f"{type(utility).__name__} cannot be sharded")
+        sharding = utility.split(rows)
+        check_shardable(self.plan, sharding)
+        self._shards = ShardSet(self.client, sharding)
+        return sharding.core
+
+    def _recover_shards(
+        self,
+        state: Partial,
+        anchor_stats: EvalStats,
+        plugin: UtilityRef,
+        in_flight: dict[Future, tuple[int, int]],
+        reducer: Reducer,
+        suspect: bool = False,
+    ) -> bool:
+        """A sharded run whose shard was lost with its worker: scatter it
+        again, merge again from the fetched ``state``, and run every range
+        after it again under new keys (True; False: no shard lost).
+
+        Dask cancels every task that depended on a lost shard, finished ones
+        and the chain's links included: nothing after ``state`` is kept. The
+        old futures are dropped, never cancelled (see :meth:`_release`).
+        ``suspect``: a task was cancelled; wait a moment for the shard's
+        own cancellation.
+        """
+        shards = self._shards
+        if shards is None:
+            return False
+        lost = shards.lost()
+        deadline = time.monotonic() + (_SHARD_LOSS_WAIT if suspect else 0.0)
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lost = shards.lost()
+        if not lost:
+            return False
+        shards.rescatter(lost)
+        ranges = sorted(in_flight.values())
+        in_flight.clear()
+        self._finished.clear()
+        slots = reducer.restart(state, anchor_stats, alive=lambda _: False)
+        ranges += [(slot.start, slot.stop) for slot in slots]
+        for start, stop in sorted(ranges):
+            self._run_again(start, stop, plugin, in_flight, reducer)
+        return True
 
     def _wake_up(self, future: Future) -> None:
         # runs on the client's event loop; deque.append is thread-safe
@@ -714,9 +802,14 @@ class ValuationHandle:
         n_threads: int,
     ) -> int:
         settings = self.settings
+        largest = max(1, _MAX_TASK_BYTES // (8 * max(1, self.plan.n)))
+        if self._shards is not None and self._shards.sharding.max_samples_per_task:
+            # a sharded leaf joins its range's parts in one worker's memory
+            largest = min(largest, self._shards.sharding.max_samples_per_task)
+            if settings.samples_per_task is not None:
+                return min(settings.samples_per_task, largest)
         if settings.samples_per_task is not None:
             return settings.samples_per_task
-        largest = max(1, _MAX_TASK_BYTES // (8 * max(1, self.plan.n)))
         if seconds_per_sample is None or seconds_per_sample <= 0:
             size = 1
         else:
@@ -920,6 +1013,7 @@ class ValuationHandle:
             "first_failure": stats.first_failure,
             "failed_samples": self._isolation.failed_before(state.stop),
             "merge_chain_restarts": self._chain_generation,
+            "sharding": self._sharding,
             "tree_combines": self._tree_combines,
             "trace": self._trace.to_dict(),
             "budget_exhausted": state.exhausted,
@@ -1154,9 +1248,13 @@ def start_run(spec: RunSpec, *, client: Any = None, **options: Any) -> Valuation
     are those of :func:`check_run_options`)."""
     settings, dashboard_mode, progress = check_run_options(spec, **options)
     resolved = resolve_client(client)
-    # a dataset the workers cannot hold is refused before the dashboard or
-    # the broadcast touches the cluster
-    check_fits_in_memory(resolved, spec.utility)
+    # the engine decides: broadcast the utility, or shard it (too large to
+    # broadcast, or the utility asks for shards)
+    settings.rows_per_shard = rows_per_shard(resolved, spec.utility)
+    if settings.rows_per_shard is None:
+        # a dataset the workers cannot hold is refused before the dashboard
+        # or the broadcast touches the cluster
+        check_fits_in_memory(resolved, spec.utility)
     monitor = functools.partial(_make_monitor, spec, resolved, dashboard_mode, progress)
     return ValuationHandle(spec, resolved, settings, monitor).start()
 

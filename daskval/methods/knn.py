@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,7 @@ from daskval.accumulate import Moments, Statistic
 from daskval.data import Dataset
 from daskval.methods.base import Valuation
 from daskval.plan import EnumerationPlan, Estimate, Plan
-from daskval.utility import EvalStats, Utility, _sha
+from daskval.utility import EvalStats, Sharding, Utility, _sha
 
 __all__ = ["KNNShapleyValuation", "KNNUtility"]
 
@@ -311,6 +312,11 @@ class KNNUtility(Utility):
     memory_budget : int
         Bytes of (block x N) temporaries per task; test points are processed
         in sub-blocks under it (at least one test point at a time).
+    rows_per_shard : int, optional
+        Ask the engine to split the training rows into shards of this many
+        rows, each held by one worker, instead of broadcasting them (see
+        :meth:`split`; the engine shards on its own when the training set is
+        too large to broadcast).
 
     Notes
     -----
@@ -326,6 +332,7 @@ class KNNUtility(Utility):
         *,
         metric: str = "euclidean",
         memory_budget: int = _DEFAULT_MEMORY,
+        rows_per_shard: int | None = None,
     ) -> None:
         if not isinstance(data, Dataset):
             raise TypeError(
@@ -336,6 +343,13 @@ class KNNUtility(Utility):
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.metric = metric
         self.memory_budget = check_positive_int(memory_budget, "memory_budget")
+        # a hint to the engine (ShardableUtility); the engine also shards on
+        # its own when the training set is too large to broadcast
+        self.rows_per_shard_hint = (
+            None
+            if rows_per_shard is None
+            else check_positive_int(rows_per_shard, "train_chunk_size")
+        )
         self.data = data
         self.n = data.n
         self.default = 0.0
@@ -413,8 +427,7 @@ class KNNUtility(Utility):
         """Test points per sub-block: within the memory budget, and small
         enough for the block's rows to stay in cache (several times faster
         than larger blocks at N = 20 000)."""
-        rows = min(self.memory_budget // _BYTES_PER_ELEMENT, _CACHE_ELEMENTS)
-        return max(1, rows // max(1, columns))
+        return _block_rows(self.memory_budget, columns)
 
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
         """u(players): the KNN utility of the coalition, by sorting its
@@ -512,6 +525,170 @@ class KNNUtility(Utility):
         for t0 in range(start, stop, block):
             sums.add(self.point_values(t0, min(stop, t0 + block), work))
         return sums.moments()
+
+    # -- sharding (daskval.utility.ShardableUtility) -----------------------------------
+    def shard_row_count(self) -> int:
+        return self.n_train
+
+    def shard_nbytes(self) -> int:
+        # what a worker would hold: the arrays the utility ships (centred
+        # features, labels, squared norms)
+        return sum(
+            value.nbytes
+            for value in self.__getstate__().values()
+            if isinstance(value, np.ndarray)
+        )
+
+    def split(self, rows_per_shard: int) -> Sharding:
+        """The test points, labels and settings as the core, the training
+        features in shards of ``rows_per_shard`` consecutive rows.
+
+        A task over test points ``[start, stop)`` computes their careful
+        distances to each shard's rows next to the shard, and joins them in
+        row order: every test point's order, ranks and values are those of
+        the broadcast path (only the grouping of sums over test points may
+        differ). Tasks take at most one sub-block of test points (the
+        joined (points x N) distances stay within the memory budget).
+        """
+        rows = check_positive_int(rows_per_shard, "rows_per_shard")
+        shards = [
+            KNNShard(
+                start,
+                np.ascontiguousarray(self.train_t[:, start : start + rows]),
+                None
+                if self.train_norms is None
+                else self.train_norms[start : start + rows].copy(),
+            )
+            for start in range(0, self.n_train, rows)
+        ]
+        return Sharding(
+            KNNShardCore(self), shards, rows, self._block_size(self.n_train)
+        )
+
+
+@dataclass
+class KNNShard:
+    """Consecutive training rows ``start ..`` as columns (features x rows),
+    with their norms for the cosine metric."""
+
+    start: int
+    train_t: np.ndarray
+    norms: np.ndarray | None
+
+
+class KNNShardCore(Utility):
+    """What every worker holds in a sharded run: the test points, the
+    training labels and groups, K and the metric (no training features).
+
+    It evaluates no coalition (the shards hold the features); it computes
+    a shard's distances (:meth:`shard_part`) and the values from every
+    shard's (:meth:`with_parts`).
+    """
+
+    def __init__(self, utility: KNNUtility) -> None:
+        self.n, self.default = utility.n, utility.default
+        self.k, self.metric = utility.k, utility.metric
+        self.memory_budget = utility.memory_budget
+        self.n_train, self.n_test = utility.n_train, utility.n_test
+        self.x_test, self.y_test = utility.x_test, utility.y_test
+        self.y_train, self.row_players = utility.y_train, utility.row_players
+        self._fingerprint = utility.fingerprint()
+        self._identity = _sha(utility.identity(), "shard core")
+        self._description = utility.describe()
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def identity(self) -> str:
+        return self._identity
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._description)
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        raise RuntimeError(
+            "the core of a sharded KNN utility holds no training features: "
+            "evaluate coalitions with the KNNUtility itself"
+        )
+
+    def shard_part(self, shard: KNNShard, start: int, stop: int) -> np.ndarray:
+        """Careful distances of test points ``start .. stop-1`` to the
+        shard's training points."""
+        return _distances(
+            self.x_test[start:stop], shard.train_t, self.metric, shard.norms
+        )
+
+    def with_parts(self, start: int, stop: int, parts: Sequence[Any]) -> Utility:
+        return _JoinedShards(self, start, stop, parts)
+
+
+class _JoinedShards(Utility):
+    """The KNN utility of test points ``start .. stop-1`` from their
+    careful distances to every shard (in row order)."""
+
+    def __init__(
+        self, core: KNNShardCore, start: int, stop: int, parts: Sequence[Any]
+    ) -> None:
+        self.n, self.default = core.n, core.default
+        self.core, self.start, self.stop = core, start, stop
+        self.parts = list(parts)
+
+    def fingerprint(self) -> str:
+        return self.core.fingerprint()
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        return self.core.evaluate(players, stats)
+
+    def shapley_moments(self, start: int, stop: int) -> Moments:
+        """Per-player moments over test points ``start .. stop-1`` (within
+        the joined range), in sub-blocks of the core's block size."""
+        if start < self.start or stop > self.stop:
+            raise ValueError(
+                f"test points [{start}, {stop}) outside the joined range "
+                f"[{self.start}, {self.stop})"
+            )
+        core = self.core
+        exact = np.concatenate(self.parts, axis=1)
+        n = exact.shape[1]
+        block = max(1, min(stop - start, _block_rows(core.memory_budget, n)))
+        work = _Workspace.reused(block, n)
+        sums = MomentSums(core.n)
+        for t0 in range(start, stop, block):
+            t1 = min(stop, t0 + block)
+            rows = exact[t0 - self.start : t1 - self.start]
+            dist = work.dist[: t1 - t0]
+            dist[...] = rows  # _order overwrites its input; ``rows`` is kept
+            order = _order(
+                dist,
+                np.zeros(t1 - t0),  # the distances are the careful ones
+                max(1, (n - 1).bit_length()),
+                work,
+                functools.partial(_pick, rows),
+            )
+            sums.add(
+                _values(
+                    order,
+                    core.y_train,
+                    core.y_test[t0:t1],
+                    core.k,
+                    core.row_players,
+                    core.n,
+                    work,
+                )
+            )
+        return sums.moments()
+
+
+def _pick(distances: np.ndarray, r: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``distances[r, positions]``: careful distances already computed."""
+    return distances[r, positions]
+
+
+def _block_rows(memory_budget: int, columns: int) -> int:
+    """Test points per sub-block of ``columns`` training points (see
+    :meth:`KNNUtility._block_size`)."""
+    rows = min(memory_budget // _BYTES_PER_ELEMENT, _CACHE_ELEMENTS)
+    return max(1, rows // max(1, columns))
 
 
 def _values(
@@ -702,13 +879,16 @@ class KNNShapleyValuation(Valuation):
         test points in sub-blocks of about ``memory_budget / (48 N)`` points
         (fewer when N is large: sub-blocks also stay small for the cache).
     train_chunk_size : int, optional
-        Split the training set into chunks of this many rows, each held by
-        one worker, instead of broadcasting it to every worker (see
-        :mod:`daskval.engine.knn_chunked`; same values to ~1e-16). ``fit()``
-        also does this on its own when the data would exceed the share of
-        the smallest worker's memory limit that a broadcast may take.
-        The chunked path runs through :meth:`fit` only: no :meth:`submit`
-        handle, checkpoints or progress events.
+        Ask the engine to split the training set into shards of this many
+        rows, each held by one worker, instead of broadcasting it to every
+        worker (a hint the engine reads from the utility, see
+        :class:`daskval.utility.ShardableUtility`; same values to ~1e-16).
+        The engine also shards on its own when the data would exceed the
+        share of the smallest worker's memory limit that a broadcast may
+        take. A sharded run is a run like any other: ``submit()`` handles,
+        progress, the dashboard page, checkpoints and worker-loss recovery
+        all work; ``result_.metadata["sharding"]`` says how it was split
+        (None when broadcast).
 
     Notes
     -----
@@ -739,58 +919,16 @@ class KNNShapleyValuation(Valuation):
         memory_budget: int = _DEFAULT_MEMORY,
         train_chunk_size: int | None = None,
     ) -> None:
-        utility = KNNUtility(data, k, metric=metric, memory_budget=memory_budget)
+        utility = KNNUtility(
+            data,
+            k,
+            metric=metric,
+            memory_budget=memory_budget,
+            rows_per_shard=train_chunk_size,
+        )
         super().__init__(utility, stop=None, seed=0)
         self.utility: KNNUtility = utility
-        self.train_chunk_size = (
-            None
-            if train_chunk_size is None
-            else check_positive_int(train_chunk_size, "train_chunk_size")
-        )
-
-    def submit(self, client: Any = None, **kwargs: Any) -> Any:
-        """Start the broadcast path without blocking (see
-        :meth:`~daskval.methods.base.Valuation.submit` and :meth:`fit` for
-        the defaults that differ)."""
-        if self.train_chunk_size is not None:
-            raise ValueError(
-                "train_chunk_size runs through fit() only (no handle, "
-                "checkpoints or progress); call fit()"
-            )
-        return super().submit(client, **kwargs)
-
-    def fit(self, client: Any = None, **kwargs: Any) -> KNNShapleyValuation:
-        """Run to the end; the arguments are those of
-        :meth:`~daskval.methods.base.Valuation.fit`, with other defaults: the
-        workers' memo is off (the closed form evaluates no coalitions), and
-        tasks take a quarter of each worker thread's share of the test
-        points (``samples_per_task``), since every task returns a statistic
-        of N players whatever its number of test points. With the training
-        set chunked over the workers (``train_chunk_size``, or a dataset too
-        large to broadcast), only ``client``, ``progress`` and ``dashboard``
-        are accepted (and the last two have no effect)."""
-        from daskval.engine.cluster import resolve_client
-        from daskval.engine.knn_chunked import chunk_size_for, run_chunked
-        from daskval.engine.run import check_run_options
-
-        # the chunked path shows no progress: these options do not matter to it
-        unsupported = sorted(set(kwargs) - {"progress", "dashboard"})
-        if self.train_chunk_size is not None and unsupported:
-            raise ValueError(
-                f"with train_chunk_size, fit() takes only client=, progress= and "
-                f"dashboard=; got {unsupported}"
-            )
-        check_run_options(self.run_spec(), **kwargs)  # before a client is looked up
-        resolved = resolve_client(client)
-        size = self.train_chunk_size
-        if size is None and not unsupported:
-            size = chunk_size_for(resolved, self.utility)
-        if size is None:  # the broadcast path
-            super().fit(resolved, **kwargs)
-            return self
-        result = run_chunked(self, resolved, size)
-        self.result_, self.results_ = result, {self.method_name: result}
-        return self
+        self.train_chunk_size = utility.rows_per_shard_hint
 
     def make_plan(self) -> Plan:
         return KNNShapleyPlan(self.utility.n, self.utility.n_test)
