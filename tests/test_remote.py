@@ -55,7 +55,7 @@ def test_remote_scheduler_without_daskval_gives_the_local_values(
             link = handle.dashboard_link
             assert link is not None and f":{cluster.dashboard_port}/" not in link
             workers = result.metadata["n_workers"]
-            # KNN-Shapley's chunked path submits its own tasks: also opaque
+            # KNN-Shapley sharded over the workers: its shard tasks are opaque too
             chunked = _knn(train_chunk_size=16).fit(client=client).result_
     assert workers == 2
     assert_same_values(result, local_values)

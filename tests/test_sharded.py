@@ -9,18 +9,17 @@ process over all test points in one range (``evaluate_range``).
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import dask
 import numpy as np
-import pytest
-from distributed import Client, LocalCluster
-from helpers.processes import BLAS_ONE_THREAD
+from distributed import Client
+
+# the fault tests' cluster (nannies restart a killed worker, empty; KilledWorker
+# after two deaths), a separate one for this module
+from test_faults import _wait_for_workers, fault_client  # noqa: F401
 
 import daskval as dv
 from daskval.checkpoint import load_checkpoint
@@ -140,33 +139,6 @@ def test_a_sharded_run_checkpoints_and_resumes(client: Client, tmp_path: Path) -
 # -- a worker holding a shard dies ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nanny_client() -> Iterator[Client]:
-    """Two single-threaded worker processes with nannies (a killed worker
-    comes back, empty); KilledWorker after two deaths."""
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.CRITICAL,
-            env=dict(BLAS_ONE_THREAD),
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
-
-
-def _wait_for_workers(client: Client, n: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(client.nthreads()) < n:
-        assert time.monotonic() < deadline, f"fewer than {n} workers"
-        time.sleep(0.1)
-
-
 def _shard_holders(dask_scheduler: object) -> dict[str, list[str]]:
     """Run on the scheduler: the workers holding scattered data."""
     return {
@@ -177,9 +149,9 @@ def _shard_holders(dask_scheduler: object) -> dict[str, list[str]]:
 
 
 def test_killing_a_worker_holding_a_shard_loses_nothing(
-    nanny_client: Client,
+    fault_client: Client,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    client = nanny_client
+    client = fault_client
     _wait_for_workers(client, 2)
     n_test = 800
     data = _data(400, n_test, 4)

@@ -34,7 +34,11 @@ values are exact for the given test set).
 
 The data reach the workers once, through the engine's broadcast of a
 :class:`KNNUtility`, whose :meth:`KNNUtility.evaluate` is the KNN utility of a
-coalition: the brute-force oracle the tests enumerate.
+coalition: the brute-force oracle the tests enumerate. A training set too
+large to broadcast (or ``train_chunk_size=``) is split by the engine instead
+(:meth:`KNNUtility.split`, a :class:`~daskval.utility.ShardableUtility`): the
+test points go to every worker, the training features in shards of rows,
+and a task joins its test points' careful distances to every shard.
 
 Order and ties. Points are ordered by (distance, training row index): of two
 training points at the same distance from a test point, the one with the
