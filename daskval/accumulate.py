@@ -271,7 +271,7 @@ class CoalitionSums:
 
     def sums(self) -> Sums:
         """The dense sums of every sample (expands the pending ones)."""
-        return self._expanded().dense  # type: ignore[return-value]
+        return self.expanded().dense  # type: ignore[return-value]
 
     def merge(self, other: CoalitionSums) -> CoalitionSums:
         """The sums of both (a new object): this state's samples, then
@@ -287,10 +287,10 @@ class CoalitionSums:
         return merged._settled()
 
     def _settled(self) -> CoalitionSums:
-        return self._expanded() if len(self.bits) > self.max_pending else self
+        return self.expanded() if len(self.bits) > self.max_pending else self
 
-    def _expanded(self) -> CoalitionSums:
-        """Every pending sample added into the dense sums."""
+    def expanded(self) -> CoalitionSums:
+        """The same sums with no sample pending (what a reader is sent)."""
         width = self.width
         if self.dense is not None and not len(self.bits):
             return self
@@ -307,10 +307,6 @@ class CoalitionSums:
         dense = _add_sums(self.dense, expanded)
         empty = CoalitionSums.empty(self.n, width)
         return CoalitionSums(self.n, dense, empty.bits, empty.w_in, empty.w_out)
-
-    def expanded(self) -> CoalitionSums:
-        """The same sums with no sample pending (what a reader is sent)."""
-        return self._expanded()
 
     @property
     def nbytes(self) -> int:

@@ -23,7 +23,7 @@ import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream, get_worker
-from helpers.processes import BLAS_ONE_THREAD
+from helpers.processes import BLAS_ONE_THREAD, kill_worker_mid_run
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
@@ -289,18 +289,9 @@ def test_killing_a_worker_mid_run_loses_nothing(fault_client: Client) -> None:
         # wait until a good part, not all, of the samples is merged, then kill
         # the worker holding the newest merged state (its chain must restart,
         # not replay the run from its first sample)
-        victim = None
-        while victim is None:
-            assert not handle.done(), "the run ended before the kill"
-            time.sleep(0.05)
-            if handle.progress["n_samples"] >= 40:
-                victim = _newest_merge_holder(client, handle.run_id)
-        pids = client.run(os.getpid)
-        at_kill = handle.progress["n_samples"]
-        os.kill(pids[victim], signal.SIGKILL)
-        while victim in client.nthreads():
-            time.sleep(0.01)
-        removed_before_the_end = not handle.done()
+        victim, at_kill, removed_before_the_end = kill_worker_mid_run(
+            client, handle, 40, lambda: _newest_merge_holder(client, handle.run_id)
+        )
         result = handle.result(timeout=120)
 
     # the kill landed mid-run: the scheduler removed the worker while the

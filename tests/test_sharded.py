@@ -9,8 +9,6 @@ process over all test points in one range (``evaluate_range``).
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from distributed import Client
 
 # the fault tests' cluster (nannies restart a killed worker, empty; KilledWorker
 # after two deaths), a separate one for this module
+from helpers.processes import kill_worker_mid_run
 from test_faults import _wait_for_workers, fault_client  # noqa: F401
 
 import daskval as dv
@@ -158,20 +157,15 @@ def test_killing_a_worker_holding_a_shard_loses_nothing(
     expected, expected_se = _in_process(data, 5)
     valuation = KNNShapleyValuation(data, 5, train_chunk_size=100)
     handle = valuation.submit(client, samples_per_task=2)
-    victim = None
-    while victim is None:
-        assert not handle.done(), "the run ended before the kill"
-        time.sleep(0.05)
-        if handle.progress["n_samples"] >= 60:
-            holders = client.run_on_scheduler(_shard_holders)
-            held = [w for workers in holders.values() for w in workers]
-            victim = held[0] if held else None
-    pids = client.run(os.getpid)
-    at_kill = handle.progress["n_samples"]
-    os.kill(pids[victim], signal.SIGKILL)
-    while victim in client.nthreads():
-        time.sleep(0.01)
-    removed_before_the_end = not handle.done()
+
+    def shard_holder() -> str | None:
+        holders = client.run_on_scheduler(_shard_holders)
+        held = [w for workers in holders.values() for w in workers]
+        return held[0] if held else None
+
+    _, at_kill, removed_before_the_end = kill_worker_mid_run(
+        client, handle, 60, shard_holder
+    )
     result = handle.result(timeout=240)
 
     # the kill landed mid-run, on a worker holding shards

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,3 +293,26 @@ def loopback_cluster(n_workers: int) -> Iterator[tuple[Any, Any]]:
         Client(cluster, set_as_default=False) as client,
     ):
         yield cluster, client
+
+
+def kill_worker_mid_run(
+    client: Any, handle: Any, after_samples: int, pick: Callable[[], str | None]
+) -> tuple[str, int, bool]:
+    """SIGKILL the worker ``pick()`` names once the run has merged
+    ``after_samples`` samples, and wait until the scheduler removed it.
+
+    Returns the victim's address, the samples merged at the kill, and whether
+    the run was still going when the worker was gone.
+    """
+    victim = None
+    while victim is None:
+        assert not handle.done(), "the run ended before the kill"
+        time.sleep(0.05)
+        if handle.progress["n_samples"] >= after_samples:
+            victim = pick()
+    pids = client.run(os.getpid)
+    at_kill = handle.progress["n_samples"]
+    os.kill(pids[victim], signal.SIGKILL)
+    while victim in client.nthreads():
+        time.sleep(0.01)
+    return victim, at_kill, not handle.done()
