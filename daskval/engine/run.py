@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -395,7 +396,11 @@ class ValuationHandle:
 
             # keep the window full
             window = max(2, settings.tasks_per_thread * n_threads)
-            while len(in_flight) < window and (cap is None or next_start < cap):
+            while (
+                len(in_flight) < window
+                and (cap is None or next_start < cap)
+                and (not in_flight or self._sample_can_finish(seconds_per_sample))
+            ):
                 size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
                 end = next_start + size if cap is None else min(cap, next_start + size)
                 if self._placement is not None:
@@ -813,7 +818,10 @@ class ValuationHandle:
         if seconds_per_sample is None or seconds_per_sample <= 0:
             size = 1
         else:
-            size = int(self._target_task_seconds(n_threads) / seconds_per_sample)
+            # rounded up: the target is a floor (the scheduler's load at many
+            # threads), and rounding down makes one-sample tasks of samples
+            # that last a little less than it
+            size = math.ceil(self._target_task_seconds(n_threads) / seconds_per_sample)
             left = self._seconds_left()
             if left is not None:
                 # a sample that ends after a time budget is dropped: end by then
@@ -842,6 +850,20 @@ class ValuationHandle:
             / _STATE_SHARE
         )
         return max(self.settings.target_task_seconds, scheduler, states)
+
+    def _sample_can_finish(self, seconds_per_sample: float | None) -> bool:
+        """Whether a sample started now ends before a time budget does.
+
+        A sample that ends after the budget is never merged (the state is the
+        samples finished by then), so a leaf that cannot finish in time only
+        takes a thread and delays the end of the run. (With nothing in
+        flight a leaf starts anyway: the estimate may be too high, e.g. the
+        anchors' slowest call.)
+        """
+        left = self._seconds_left()
+        if left is None or seconds_per_sample is None:
+            return True
+        return seconds_per_sample <= left
 
     def _seconds_left(self) -> float | None:
         stop = self.spec.stop
