@@ -77,6 +77,27 @@ TABLE_ROW = re.compile(
 )
 
 
+# what a run, finished, stopped on its budget or interrupted, never prints: a
+# traceback, an error logged by Dask (the scheduler's ``assert ts.who_wants``
+# at the end of a run, issue 14.2), the workers' cancellations after Ctrl-C
+NEVER_IN_STDERR = (
+    "Traceback",
+    " - ERROR - ",
+    "AssertionError",
+    "CancelledError",
+    "KeyboardInterrupt",
+)
+
+
+def assert_no_traceback(stderr: str) -> None:
+    found = [
+        line
+        for line in stderr.splitlines()
+        if any(pattern in line for pattern in NEVER_IN_STDERR)
+    ]
+    assert not found, f"{found}\nstderr:\n{stderr}"
+
+
 def table(stdout: str, title: str) -> list[tuple[int, str, float]]:
     """(rank, name, value) rows of the table under the line ``title``."""
     lines = stdout.splitlines()
@@ -227,6 +248,12 @@ def test_demo_prints_dashboard_progress_and_tables(demo_run: tuple[Run, Path]) -
     assert 0 < int(match[2].replace(",", "")) <= 1500
 
 
+def test_demo_prints_no_traceback(demo_run: tuple[Run, Path]) -> None:
+    result, _ = demo_run
+    assert result.returncode == 0, result
+    assert_no_traceback(result.stderr)
+
+
 def test_demo_on_a_running_cluster_gives_the_same_values(
     demo_run: tuple[Run, Path], client: object, tmp_path: Path
 ) -> None:
@@ -310,6 +337,7 @@ def test_demo_ctrl_c_keeps_what_was_merged(tmp_path: Path) -> None:
             pass
     stdout = "".join(seen) + rest
     assert proc.returncode == 130, f"{stdout}\n{err}"
+    assert_no_traceback(err)
     assert "interrupted" in stdout
     assert "status interrupted" in stdout
     frame = pd.read_csv(out)
@@ -516,6 +544,7 @@ def test_compare_ranks_methods_against_the_random_baseline(
         cwd=tmp_path,
     )
     assert result.returncode == 0, result
+    assert_no_traceback(result.stderr)
     table = pd.read_csv(tmp_path / "table.csv").set_index("method")
     print(result.stdout)  # the table, for the log
     assert set(table.index) == {

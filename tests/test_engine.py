@@ -199,3 +199,45 @@ def test_exact_enumeration_sizes_its_tasks_from_a_timed_sample(client: Client) -
     # 64 subsets of a microsecond game: one timed probe, then a few large tasks
     assert len(leaves) <= 6, leaves
     np.testing.assert_allclose(result.values.sum(), 1.0, atol=1e-12)
+
+
+def _scheduler_errors(client: Client) -> list[str]:
+    return [
+        message
+        for level, message in client.get_scheduler_logs(n=1000)
+        if level in {"ERROR", "CRITICAL"} or "Traceback" in message
+    ]
+
+
+def test_runs_ending_beside_each_other_leave_the_client_and_its_futures(
+    client: Client,
+) -> None:
+    """Issue 20.2: the end of a run released its futures with one cancel of
+    finished leaves, combines and links, which tripped ``assert ts.who_wants``
+    in the scheduler (about 1 round in 8), and the scheduler then dropped the
+    client: a concurrent run failed and the user's own futures were lost."""
+    own = client.submit(sum, [1, 2], key="the-users-own-future")
+    assert own.result(timeout=30) == 3
+    errors_before = set(_scheduler_errors(client))
+
+    def make(seed: int) -> dv.ShapleyValuation:
+        return dv.ShapleyValuation(
+            dv.FunctionUtility(majority, 6),
+            sampler=dv.PermutationSampler(truncation=dv.RelativeTruncation(0.05)),
+            stop=dv.MaxSamples(120),
+            seed=seed,
+        )
+
+    for round_ in range(8):
+        # small tasks: many leaves, combines and links to release at the end
+        handles = [
+            make(seed).submit(client=client, samples_per_task=3)
+            for seed in (2 * round_, 2 * round_ + 1)
+        ]
+        for handle in handles:
+            result = handle.result(timeout=120)
+            assert result.status == "completed" and result.n_samples == 120
+    assert client.status == "running"
+    assert own.status == "finished" and own.result(timeout=30) == 3
+    new_errors = [e for e in _scheduler_errors(client) if e not in errors_before]
+    assert new_errors == []

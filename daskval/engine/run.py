@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +51,6 @@ from daskval.checkpoint import (
     run_identity,
     save_checkpoint,
 )
-from daskval.dashboard.trace import ConvergenceTrace
 from daskval.engine.broadcast import ensure_broadcast
 from daskval.engine.chain import Reducer
 from daskval.engine.cluster import resolve_client
@@ -64,6 +62,7 @@ from daskval.engine.faults import (
 )
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.packed import pack_call, submit_packed
+from daskval.engine.progress import RunProgress
 from daskval.engine.reduce import FANIN
 from daskval.engine.shards import ShardSet, check_shardable, rows_per_shard
 from daskval.engine.tasks import (
@@ -72,10 +71,11 @@ from daskval.engine.tasks import (
     failed_sample_task,
     leaf_task,
 )
+from daskval.engine.window import TaskSizer
 from daskval.exceptions import ValuationError
 from daskval.plan import RunSpec, initial_partial
 from daskval.result import ValuationResult
-from daskval.stopping import Snapshot, planned_samples
+from daskval.stopping import planned_samples
 from daskval.utility import EvalStats, ShardableUtility, Utility
 
 if TYPE_CHECKING:
@@ -85,24 +85,6 @@ __all__ = ["RunSettings", "ValuationHandle", "check_run_options", "start_run"]
 
 logger = logging.getLogger("daskval")
 
-# a task's contribution matrix (samples x players floats) stays below this
-_MAX_TASK_BYTES = 64 * 2**20
-# Task sizes keep the engine's own costs a small share of the work. The
-# scheduler spends ~1.5 ms of CPU per task (benchmarks/engine_costs.py,
-# 2026-12-07, 2-core machine, client in the same process), and each leaf
-# brings 1 + 1/4 + 1/16 + 1/16 tasks (itself, its share of a unit, a group and
-# a link; engine.reduce): tasks of at least threads * 4.1 ms keep it at most
-# half busy at any number of worker threads (0.5 s at 128 threads, 1.1 s at
-# 256, 4.1 s at 1,000).
-_SCHEDULER_SECONDS_PER_TASK = 1.5e-3
-_TASKS_PER_LEAF = 1.375
-_SCHEDULER_SHARE = 0.5
-# Every leaf's state (O(n) per statistic) is made, pickled, moved and merged
-# about 1.3 times: ~4 ns of worker CPU per byte (measured: an 8 MB MSR state
-# at n = 100,000 costs ~30 ms per leaf). Tasks last long enough for that to be
-# this share of the CPU the cluster has (threads beyond the cores share it).
-_SECONDS_PER_STATE_BYTE = 4e-9
-_STATE_SHARE = 0.1
 # seconds a sharded run waits for a shard to show as lost when a task that
 # depends on the shards was cancelled (the cancellations of a shard and of
 # its dependents reach the client in one batch, read by another thread)
@@ -136,20 +118,6 @@ class RunSettings:
     rows_per_shard: int | None = None
 
 
-@dataclass
-class _Progress:
-    n_samples: int = 0
-    n_evaluations: int = 0
-    completion: float = 0.0
-    elapsed: float = 0.0
-    status: str = "pending"
-    fetches: int = 0
-    max_fetch_bytes: int = 0
-    history: list[tuple[float, int, int]] = field(default_factory=list)
-    memo_hits: int = 0
-    memo_misses: int = 0
-
-
 class ValuationHandle:
     """A running valuation: poll it, wait for it, or cancel it.
 
@@ -169,9 +137,9 @@ class ValuationHandle:
         self.settings = settings
         self.run_id = uuid.uuid4().hex[:12]
         # progress events, the dashboard and the console bar (daskval.dashboard)
-        self._monitor = None if monitor is None else monitor(self.run_id)
-        self._trace = ConvergenceTrace()  # for the result (and its report)
-        self._progress = _Progress()
+        self._progress = RunProgress(
+            spec.plan, spec.stop, None if monitor is None else monitor(self.run_id)
+        )
         self._done = threading.Event()
         self._cancel = threading.Event()
         # set when a task of this run finishes (or on cancel): the loop wakes
@@ -180,9 +148,6 @@ class ValuationHandle:
         # futures whose done-callback fired, for the loop to file
         self._finished: deque[Future] = deque()
         self._tree_combines = 0
-        # for task sizes: worker threads per core, the bytes of one state
-        self._threads_per_core = 1.0
-        self._state_bytes = 0
         self._reducer: Reducer | None = None
         self._cancel_status = "cancelled"
         # with the memo on: which worker each block of an enumeration goes to
@@ -223,26 +188,19 @@ class ValuationHandle:
     @property
     def dashboard_link(self) -> str | None:
         """The address of the ``/daskval`` page showing this run (None: off)."""
-        return None if self._monitor is None else self._monitor.link
+        monitor = self._progress.monitor
+        return None if monitor is None else monitor.link
 
     @property
     def latest_event(self) -> dict[str, Any] | None:
         """The newest progress event of this run (see daskval.dashboard.events)."""
-        return None if self._monitor is None else self._monitor.latest
+        monitor = self._progress.monitor
+        return None if monitor is None else monitor.latest
 
     @property
     def progress(self) -> dict[str, Any]:
         """Samples and evaluations merged so far, completion in [0, 1], status."""
-        p = self._progress
-        return {
-            "n_samples": p.n_samples,
-            "n_evaluations": p.n_evaluations,
-            "completion": p.completion,
-            "elapsed": p.elapsed,
-            "status": p.status,
-            "memo_hits": p.memo_hits,
-            "memo_misses": p.memo_misses,
-        }
+        return self._progress.as_dict()
 
     def result(self, timeout: float | None = None) -> ValuationResult:
         """Wait for the run and return its result (or raise its error).
@@ -282,7 +240,7 @@ class ValuationHandle:
         except BaseException as exc:
             self._error = self._explain_failure(exc)
             self._progress.status = "failed"
-            self._publish_final("failed")
+            self._progress.final(self._last_state, "failed")
         finally:
             self._shards = None  # the scattered shards go with the last reference
             self._done.set()
@@ -293,16 +251,13 @@ class ValuationHandle:
         resumed = settings.resume
         if resumed is not None:
             begin -= resumed.elapsed_seconds  # time budgets go on from the checkpoint
-        self._begin = begin
+        self._begin = self._progress.begin = begin
         stop = self.spec.stop
         if stop is not None:
             stop.reset()
         n_threads = sum(client.nthreads().values()) or 1
         if settings.samples_per_task is None:  # the plan's own, if it has one
             settings.samples_per_task = plan.samples_per_task(n_threads)
-        if settings.samples_per_task is None:
-            self._threads_per_core = _threads_per_core(client, n_threads)
-            self._state_bytes = _bytes_per_leaf(initial_partial(plan))
         memo = settings.memo is not False
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
@@ -310,6 +265,7 @@ class ValuationHandle:
         plugin = UtilityRef(ensure_broadcast(client, self._broadcast_utility()), memo)
         if self._shards is None and memo:
             self._placement = Placement.of(plan.sample_limit(), client)
+        sizer = self._task_sizer(n_threads)
         self._progress.status = "running"
 
         if resumed is None:
@@ -359,17 +315,20 @@ class ValuationHandle:
         self._reducer = reducer
         next_start = state.stop
         # a resumed run may have nothing left to do
-        ended = resumed is not None and self._update_progress(state, cap, begin)
+        ended = resumed is not None and self._progress.update(state, cap)
         if (
             not ended
             and seconds_per_sample is None
             and settings.samples_per_task is None
             and (cap is None or cap > next_start)
         ):
-            # nothing timed yet (no anchors): time one sample before sizing tasks
+            # nothing timed yet (no anchors): time one sample before sizing
+            # tasks (a long one: start one-sample tasks meanwhile)
             first = next_start
             probe = self._submit_slot(reducer, plugin, first, first + 1)
-            seconds_per_sample = self._wait_for(probe, first, first + 1)
+            seconds_per_sample = self._wait_for(
+                probe, first, first + 1, sizer.task_seconds(n_threads)
+            )
             in_flight[probe] = (first, first + 1)
             next_start = first + 1
         reducer.set_safe_stop(self._safe_stop(state, next_start))
@@ -399,9 +358,9 @@ class ValuationHandle:
             while (
                 len(in_flight) < window
                 and (cap is None or next_start < cap)
-                and (not in_flight or self._sample_can_finish(seconds_per_sample))
+                and (not in_flight or sizer.sample_can_finish(seconds_per_sample))
             ):
-                size = self._task_size(seconds_per_sample, cap, next_start, n_threads)
+                size = sizer.size(seconds_per_sample, cap, next_start, n_threads)
                 end = next_start + size if cap is None else min(cap, next_start + size)
                 if self._placement is not None:
                     end = self._placement.clip(next_start, end)
@@ -448,10 +407,7 @@ class ValuationHandle:
                 reducer.request_state()
             fetched = reducer.fetched()
             if fetched is not None:
-                self._progress.fetches += 1
-                self._progress.max_fetch_bytes = max(
-                    self._progress.max_fetch_bytes, fetched.nbytes
-                )
+                self._progress.fetched(fetched)
             if fetched is not None and fetched.stop >= state.stop:
                 if fetched.stop > state.stop:
                     reducer.note_progress()
@@ -461,7 +417,7 @@ class ValuationHandle:
                 self._checkpoint_now(state, "running", periodic=True)
                 if state.n_samples and state.compute_seconds > 0:
                     seconds_per_sample = state.compute_seconds / state.n_samples
-                if self._update_progress(state, cap, begin):
+                if self._progress.update(state, cap):
                     break
 
         if status != "completed" or time_up:
@@ -472,7 +428,7 @@ class ValuationHandle:
                 state = self._last_state = newest
             if time_up:
                 check_not_all_failed(state.eval_stats)
-                self._update_progress(state, cap, begin)
+                self._progress.update(state, cap)
         self._release(in_flight)
         self._tree_combines = reducer.grid.combines
         self._chain_generation = reducer.generation
@@ -486,7 +442,7 @@ class ValuationHandle:
         self._progress.status = status
         self._checkpoint_now(state, status)
         results = self._make_results(state, status, begin, task_bytes, client)
-        self._publish_final(status)
+        self._progress.final(self._last_state, status)
         return results
 
     def _evaluate_anchors(self, plugin: UtilityRef) -> tuple[EvalStats, float | None]:
@@ -725,8 +681,7 @@ class ValuationHandle:
                 start, end = in_flight.pop(future)
                 if future.status == "finished":
                     reducer.leaf_done(start, end, future)
-                    if self._monitor is not None:
-                        self._monitor.leaf_done(future, end - start)
+                    self._progress.leaf_done(future, end - start)
                 else:  # a poison sample is isolated, any other error raised
                     self._recover_leaf(future, start, end, plugin, in_flight, reducer)
             else:
@@ -799,71 +754,22 @@ class ValuationHandle:
             plan.sample_limit(),
         )
 
-    def _task_size(
-        self,
-        seconds_per_sample: float | None,
-        cap: int | None,
-        next_start: int,
-        n_threads: int,
-    ) -> int:
-        settings = self.settings
-        largest = max(1, _MAX_TASK_BYTES // (8 * max(1, self.plan.n)))
-        if self._shards is not None and self._shards.sharding.max_samples_per_task:
-            # a sharded leaf joins its range's parts in one worker's memory
-            largest = min(largest, self._shards.sharding.max_samples_per_task)
-            if settings.samples_per_task is not None:
-                return min(settings.samples_per_task, largest)
-        if settings.samples_per_task is not None:
-            return settings.samples_per_task
-        if seconds_per_sample is None or seconds_per_sample <= 0:
-            size = 1
-        else:
-            # rounded up: the target is a floor (the scheduler's load at many
-            # threads), and rounding down makes one-sample tasks of samples
-            # that last a little less than it
-            size = math.ceil(self._target_task_seconds(n_threads) / seconds_per_sample)
-            left = self._seconds_left()
-            if left is not None:
-                # a sample that ends after a time budget is dropped: end by then
-                size = min(size, int(0.9 * left / seconds_per_sample))
-        remaining = None if cap is None else cap - next_start
-        if remaining is not None and (
-            seconds_per_sample is None
-            or seconds_per_sample * remaining > settings.target_task_seconds
-        ):
-            # leave every thread a share of what remains, unless it is less
-            # work than one task
-            size = min(size, -(-remaining // (2 * n_threads)))
-        return int(min(max(1, size), largest))
-
-    def _target_task_seconds(self, n_threads: int) -> float:
-        """How long a task should run: the settings' target, or longer where
-        the scheduler's load or the states' bytes ask for it (see the costs
-        at the top of this module)."""
-        scheduler = (
-            n_threads * _TASKS_PER_LEAF * _SCHEDULER_SECONDS_PER_TASK / _SCHEDULER_SHARE
+    def _task_sizer(self, n_threads: int) -> TaskSizer:
+        """Sizes the run's tasks from what it measures (after the broadcast:
+        a sharded run bounds its tasks)."""
+        settings, plan = self.settings, self.plan
+        sizer = TaskSizer(
+            n_players=plan.n,
+            target_task_seconds=settings.target_task_seconds,
+            samples_per_task=settings.samples_per_task,
+            seconds_left=self._seconds_left,
         )
-        states = (
-            self._state_bytes
-            * _SECONDS_PER_STATE_BYTE
-            * self._threads_per_core
-            / _STATE_SHARE
-        )
-        return max(self.settings.target_task_seconds, scheduler, states)
-
-    def _sample_can_finish(self, seconds_per_sample: float | None) -> bool:
-        """Whether a sample started now ends before a time budget does.
-
-        A sample that ends after the budget is never merged (the state is the
-        samples finished by then), so a leaf that cannot finish in time only
-        takes a thread and delays the end of the run. (With nothing in
-        flight a leaf starts anyway: the estimate may be too high, e.g. the
-        anchors' slowest call.)
-        """
-        left = self._seconds_left()
-        if left is None or seconds_per_sample is None:
-            return True
-        return seconds_per_sample <= left
+        if self._shards is not None:
+            sizer.max_samples_per_task = self._shards.sharding.max_samples_per_task
+        if settings.samples_per_task is None:
+            sizer.threads_per_core = _threads_per_core(self.client, n_threads)
+            sizer.state_bytes = _bytes_per_leaf(initial_partial(plan))
+        return sizer
 
     def _seconds_left(self) -> float | None:
         stop = self.spec.stop
@@ -871,9 +777,27 @@ class ValuationHandle:
             return None
         return stop.seconds_left(time.monotonic() - self._begin)
 
-    def _wait_for(self, future: Future, start: int, end: int) -> float | None:
-        """Wait for the probe leaf; its seconds per sample (None if it killed
-        its workers: the loop isolates it, and tasks start at one sample)."""
+    def _wait_for(
+        self, future: Future, start: int, end: int, timeout: float
+    ) -> float | None:
+        """Wait for the probe leaf; its seconds per sample.
+
+        None, and the loop starts one-sample tasks, when the probe has not
+        finished after ``timeout`` (a task's target: its samples are longer,
+        and one sample a task is their size; waiting for a sample of seconds
+        would leave every other thread idle), when the run is cancelled or
+        its time is up, or when it killed its workers (the loop isolates it).
+        """
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            left = self._seconds_left()
+            if (
+                time.monotonic() >= deadline
+                or self._cancel.is_set()
+                or (left is not None and left <= 0)
+            ):
+                return None
+            time.sleep(0.01)
         try:
             partial: Partial = future.result()
         except Exception:
@@ -914,73 +838,6 @@ class ValuationHandle:
         if not ranges:
             self._add_failed_sample(start, reducer)
 
-    def _update_progress(self, state: Partial, cap: int | None, begin: float) -> bool:
-        """Publish progress; True when the run should stop."""
-        plan, stop = self.plan, self.spec.stop
-        values, stderr, counts = plan.estimate(state.moments)
-        elapsed = time.monotonic() - begin
-        snap = Snapshot(
-            values, stderr, counts, state.stop, state.n_evaluations, elapsed
-        )
-        p = self._progress
-        p.n_samples, p.n_evaluations, p.elapsed = (
-            state.stop,
-            state.n_evaluations,
-            elapsed,
-        )
-        p.history.append((elapsed, state.stop, state.n_evaluations))
-        p.memo_hits = state.eval_stats.memo_hits
-        p.memo_misses = state.eval_stats.memo_misses
-        self._trace.record(elapsed, state.stop, state.n_evaluations, values, stderr)
-        finished = state.exhausted or (cap is not None and state.stop >= cap)
-        if stop is not None:
-            p.completion = 1.0 if finished else stop.completion(snap)
-            finished = finished or stop.check(snap)
-        else:
-            p.completion = 1.0 if finished else (state.stop / cap if cap else 0.0)
-        self._publish(state, values, stderr, "running")
-        return finished
-
-    def _publish(
-        self,
-        state: Partial,
-        values: np.ndarray,
-        stderr: np.ndarray,
-        status: str,
-        final: bool = False,
-    ) -> None:
-        """Hand the state just fetched to the monitor (events, bar)."""
-        if self._monitor is None:
-            return
-        p = self._progress
-        self._monitor.update(
-            status=status,
-            elapsed=p.elapsed,
-            n_samples=state.stop,
-            n_evaluations=state.n_evaluations,
-            completion=1.0 if status == "completed" else p.completion,
-            values=values,
-            stderr=stderr,
-            eval_stats=state.eval_stats,
-            final=final,
-        )
-
-    def _publish_final(self, status: str) -> None:
-        """The run's last event, from the newest state it holds."""
-        monitor, state = self._monitor, self._last_state
-        if monitor is None:
-            return
-        if state is None:
-            monitor.close()
-            return
-        try:
-            values, stderr, _ = self.plan.estimate(state.moments)
-        except Exception:  # no estimate possible (e.g. failed before anchors)
-            monitor.close()
-            return
-        self._progress.elapsed = time.monotonic() - self._begin
-        self._publish(state, values, stderr, status, final=True)
-
     def _raise_task_failure(self, future: Future, start: int, end: int) -> None:
         where = f"samples [{start}, {end})" if start >= 0 else "a merge"
         if future.status == "error":
@@ -1009,7 +866,7 @@ class ValuationHandle:
         stats = state.eval_stats
         _log_evaluation_problems(stats)
         first_values, first_stderr, _ = next(iter(outputs.values()))
-        self._trace.record(
+        self._progress.trace.record(
             time.monotonic() - begin,
             state.stop,
             state.n_evaluations,
@@ -1037,7 +894,7 @@ class ValuationHandle:
             "merge_chain_restarts": self._chain_generation,
             "sharding": self._sharding,
             "tree_combines": self._tree_combines,
-            "trace": self._trace.to_dict(),
+            "trace": self._progress.trace.to_dict(),
             "budget_exhausted": state.exhausted,
             "checkpoint": _checkpoint_metadata(self.settings, self._checkpoint_error),
             "versions": {
