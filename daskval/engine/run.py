@@ -85,6 +85,10 @@ __all__ = ["RunSettings", "ValuationHandle", "check_run_options", "start_run"]
 
 logger = logging.getLogger("daskval")
 
+# seconds the end of a stopped run (time up, cancel, Ctrl-C) waits for a view
+# of everything merged; past it, the run keeps the last state it fetched (a
+# saturated scheduler ran the view after queued leaves for 30 s and more)
+_END_WAIT = 5.0
 # seconds a sharded run waits for a shard to show as lost when a task that
 # depends on the shards was cancelled (the cancellations of a shard and of
 # its dependents reach the client in one batch, read by another thread)
@@ -423,7 +427,7 @@ class ValuationHandle:
         if status != "completed" or time_up:
             # stopped early or on time: keep every sample merged so far, not
             # only the last state fetched
-            newest = reducer.newest_state()
+            newest = reducer.newest_state(timeout=_END_WAIT)
             if newest is not None and newest.stop >= state.stop:
                 state = self._last_state = newest
             if time_up:
