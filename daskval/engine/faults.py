@@ -36,6 +36,8 @@ failed samples are listed in ``result.metadata["failed_samples"]``.
 from __future__ import annotations
 
 import pickle
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,7 @@ __all__ = [
     "failed_partial",
     "is_killed_worker",
     "utility_nbytes",
+    "wait_or_stop",
 ]
 
 # a single-sample task must end in KilledWorker this many times before the
@@ -79,6 +82,36 @@ _MIN_FAILURES_TO_STOP = 8
 
 # a KilledWorker message names the cause; the kind groups them in EvalStats
 KILLED_WORKER_KIND = "KilledWorker: the sample's task killed its worker process"
+
+
+def wait_or_stop(
+    future: Future, stop_reason: Callable[[], str | None], poll: float = 0.1
+) -> str | None:
+    """Wait for ``future`` unless the run must stop first.
+
+    The run loop never waits on a worker without a deadline: a fit that
+    hangs would otherwise hold a cancel, or a time budget, forever.
+
+    Parameters
+    ----------
+    future : Future
+        What to wait for (finished, erred or cancelled: all end the wait).
+    stop_reason : callable
+        Why the run must stop now (``"cancelled"``, ``"time"``), or None.
+    poll : float
+        Seconds between looks.
+
+    Returns
+    -------
+    str or None
+        None once ``future`` is done, else the reason the wait ended.
+    """
+    while not future.done():
+        reason = stop_reason()
+        if reason is not None:
+            return reason
+        time.sleep(poll)
+    return None
 
 
 def is_killed_worker(future: Future) -> bool:

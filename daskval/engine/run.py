@@ -61,6 +61,7 @@ from daskval.engine.faults import (
     check_fits_in_memory,
     check_not_all_failed,
     is_killed_worker,
+    wait_or_stop,
 )
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.packed import pack_call, submit_packed
@@ -502,6 +503,7 @@ class ValuationHandle:
             plan,
             key=f"daskval-anchors-{self.run_id}",
         )
+        self._raise_if_stopped(anchors, "the anchor coalitions (u(empty), u(N), ...)")
         try:
             values, anchor_stats, seconds_per_eval = anchors.result()
         except Exception as exc:
@@ -871,9 +873,33 @@ class ValuationHandle:
             return None
         return stop.seconds_left(time.monotonic() - self._begin)
 
+    def _stop_reason(self) -> str | None:
+        """Why the run must stop now: cancelled, or its time is up (or None)."""
+        if self._cancel.is_set():
+            return self._cancel_status
+        left = self._seconds_left()
+        return "time" if left is not None and left <= 0 else None
+
+    def _raise_if_stopped(self, future: Future, what: str) -> None:
+        """Wait for ``future``; a cancel or the end of the time budget first
+        ends the run with an error naming ``what`` was still running."""
+        reason = wait_or_stop(future, self._stop_reason)
+        if reason is None:
+            return
+        self.client.cancel([future])
+        when = "its time budget ran out" if reason == "time" else f"it was {reason}"
+        raise ValuationError(
+            f"the run stopped before any sample: {when} while {what} were being "
+            "evaluated. If a fit may hang, bound each evaluation with "
+            "ModelUtility(..., timeout=seconds)."
+        )
+
     def _wait_for(self, future: Future, start: int, end: int) -> float | None:
         """Wait for the probe leaf; its seconds per sample (None if it killed
-        its workers: the loop isolates it, and tasks start at one sample)."""
+        its workers: the loop isolates it, and tasks start at one sample; or if
+        the run is cancelled or out of time first: the loop then stops)."""
+        if wait_or_stop(future, self._stop_reason) is not None:
+            return None
         try:
             partial: Partial = future.result()
         except Exception:

@@ -6,7 +6,10 @@ bytes shipped per task do not grow with the dataset or the model.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +25,7 @@ from daskval.utility import EvalStats, Utility
 
 __all__ = [
     "UtilityPlugin",
+    "UserCodeInterrupted",
     "UtilityRef",
     "anchors_task",
     "combine_task",
@@ -29,8 +33,34 @@ __all__ = [
     "fold",
     "leaf_task",
     "merge_task",
+    "user_code",
     "view_task",
 ]
+
+
+class UserCodeInterrupted(RuntimeError):
+    """A utility raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt, ...) on a worker; the message carries its traceback.
+
+    Raised in the worker thread in place of the original: Dask reports an
+    Exception as the task's error, while a SystemExit escaping a worker
+    thread leaves the task running forever, and the run waiting on it.
+    """
+
+
+@contextlib.contextmanager
+def user_code() -> Iterator[None]:
+    """Turn a BaseException from the utility into :class:`UserCodeInterrupted`."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise UserCodeInterrupted(
+            f"the utility raised {type(exc).__name__} on a worker (a "
+            "BaseException, not an Exception, so it was not counted as a "
+            f"failed evaluation):\n{traceback.format_exc()}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -112,14 +142,16 @@ def anchors_task(
     plugin_name: UtilityRef | str, plan: Plan
 ) -> tuple[list[float], EvalStats, float]:
     """Evaluate the plan's anchor coalitions once."""
-    return evaluate_anchors(plan, worker_utility(plugin_name))
+    with user_code():
+        return evaluate_anchors(plan, worker_utility(plugin_name))
 
 
 def leaf_task(
     plugin_name: UtilityRef | str, plan: Plan, start: int, stop: int
 ) -> Partial:
     """Samples ``start .. stop-1`` as a partial state."""
-    return evaluate_range(plan, worker_utility(plugin_name), start, stop)
+    with user_code():
+        return evaluate_range(plan, worker_utility(plugin_name), start, stop)
 
 
 def failed_sample_task(plan: Plan, index: int, message: str) -> Partial:
@@ -246,7 +278,9 @@ def _append_units(
                 # slower)
                 assert plugin_name is not None and plan is not None
                 utility = worker_utility(plugin_name)
-                state = state.merge(evaluate_range(plan, utility, part.start, end))
+                with user_code():
+                    tail = evaluate_range(plan, utility, part.start, end)
+                state = state.merge(tail)
             return state
     return state
 
