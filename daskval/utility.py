@@ -869,11 +869,17 @@ class _TimedEvaluations:
 
 
 class _HelperSet:
-    """Every live helper of this process, killed when it exits."""
+    """Every live helper of this process, killed when it exits.
+
+    Weak: a helper whose utility is gone (its broadcast released) is
+    collected, which closes its pipe, and the helper process exits.
+    """
 
     def __init__(self) -> None:
+        import weakref
+
         self._lock = threading.Lock()
-        self._helpers: set[_Helper] = set()
+        self._helpers: weakref.WeakSet[_Helper] = weakref.WeakSet()
         import atexit
 
         atexit.register(self.kill_all)
@@ -888,7 +894,8 @@ class _HelperSet:
 
     def kill_all(self) -> None:
         with self._lock:
-            helpers, self._helpers = list(self._helpers), set()
+            helpers = list(self._helpers)
+            self._helpers.clear()
         for helper in helpers:
             with contextlib.suppress(Exception):
                 helper.kill()

@@ -53,7 +53,7 @@ from daskval.checkpoint import (
     save_checkpoint,
 )
 from daskval.dashboard.trace import ConvergenceTrace
-from daskval.engine.broadcast import ensure_broadcast
+from daskval.engine.broadcast import ensure_broadcast, release_broadcast
 from daskval.engine.chain import Reducer
 from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
@@ -175,6 +175,8 @@ class ValuationHandle:
         self._progress = _Progress()
         self._done = threading.Event()
         self._cancel = threading.Event()
+        # the name of the utility's broadcast while the run holds it
+        self._broadcast: str | None = None
         # set when a task of this run finishes (or on cancel): the loop wakes
         # at once instead of polling
         self._wake = threading.Event()
@@ -286,7 +288,14 @@ class ValuationHandle:
             self._publish_final("failed")
         finally:
             self._shards = None  # the scattered shards go with the last reference
+            self._release_broadcast()
             self._done.set()
+
+    def _release_broadcast(self) -> None:
+        """Let the utility's broadcast go (see ``engine.broadcast``)."""
+        name, self._broadcast = self._broadcast, None
+        if name is not None:
+            release_broadcast(self.client, name)
 
     def _run(self) -> dict[str, ValuationResult]:
         begin = time.monotonic()
@@ -308,7 +317,8 @@ class ValuationHandle:
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
-        plugin = UtilityRef(ensure_broadcast(client, self._broadcast_utility()), memo)
+        self._broadcast = ensure_broadcast(client, self._broadcast_utility())
+        plugin = UtilityRef(self._broadcast, memo)
         if self._shards is None and memo:
             self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
