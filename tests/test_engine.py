@@ -199,3 +199,53 @@ def test_exact_enumeration_sizes_its_tasks_from_a_timed_sample(client: Client) -
     # 64 subsets of a microsecond game: one timed probe, then a few large tasks
     assert len(leaves) <= 6, leaves
     np.testing.assert_allclose(result.values.sum(), 1.0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# a long session: many distinct utilities on one cluster
+
+
+def _utility_plugins(dask_worker: Any) -> int:
+    return sum(1 for name in dask_worker.plugins if name.startswith("daskval-utility"))
+
+
+def _worker_rss(dask_worker: Any) -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _fit_loo(client: Client, utility: dv.Utility) -> None:
+    dv.LOOValuation(utility).fit(client=client)
+
+
+def test_many_distinct_utilities_leave_plugins_and_memory_flat() -> None:
+    from daskval.engine.broadcast import IDLE_BROADCASTS
+
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    y = (x[:, 0] > 0).astype(int)
+    data = dv.Dataset(x, y, x, y)
+
+    def utility(i: int) -> dv.ModelUtility:
+        return dv.ModelUtility(DummyClassifier(), data, default=i * 1e-6)
+
+    with loopback_cluster(2) as (_, client):
+        # noise: the workers' RSS over fits of one and the same utility
+        same = utility(0)
+        rss = []
+        for _ in range(20):
+            _fit_loo(client, same)
+            rss.append(max(client.run(_worker_rss).values()))
+        noise = max(rss) - min(rss)
+        for i in range(1, 21):
+            _fit_loo(client, utility(i))
+        warm = max(client.run(_worker_rss).values())
+        for i in range(21, 201):
+            _fit_loo(client, utility(i))
+        plugins = client.run(_utility_plugins)
+        grown = max(client.run(_worker_rss).values()) - warm
+
+    assert all(count <= IDLE_BROADCASTS for count in plugins.values()), plugins
+    # 200 kept utilities grew worker RSS by ~70 MB (issue 16); allow the
+    # measured noise three times over, plus 16 MiB of allocator slack
+    assert grown < 3 * noise + 16 * 2**20, (grown, noise)

@@ -608,3 +608,72 @@ def test_a_custom_utility_raising_keyboard_interrupt_ends_with_its_traceback(
     message = str(info.value)
     assert "KeyboardInterrupt" in message and "Traceback" in message
     assert "interrupted inside the utility" in message
+
+
+# --------------------------------------------------------------------------
+# several poison samples, and a cluster left with no workers
+
+
+class ManyPoisonVoting:
+    """A voting game whose evaluation of any of several coalitions kills the
+    worker process (a segfaulting fit, say); here it just scores."""
+
+    def __init__(self, n: int, poison: list[frozenset[int]]) -> None:
+        self.game = WeightedVotingGame(list(range(1, n + 1)))
+        self.poison = set(poison)
+
+    def __call__(self, players: np.ndarray) -> float:
+        if _on_worker() and frozenset(players.tolist()) in self.poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.game.value(players)
+
+
+def test_several_poison_samples_are_isolated_exactly(fault_client: Client) -> None:
+    _wait_for_workers(fault_client, 2)
+    n, budget, poisoned = 10, 40, (5, 17, 18, 33)
+    probe = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_voting, n), stop=dv.MaxSamples(budget), seed=4
+    )
+    coalitions = [_unique_coalition(probe, n, j, budget) for j in poisoned]
+    utility = dv.FunctionUtility(ManyPoisonVoting(n, coalitions), n)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=4)
+    result = valuation.submit(fault_client, samples_per_task=4).result(timeout=400)
+
+    assert result.status == "completed" and result.n_samples == budget
+    assert [f["index"] for f in result.metadata["failed_samples"]] == list(poisoned)
+    values, evaluations = _reference(valuation, utility, budget, poisoned)
+    assert result.n_evaluations == evaluations
+    assert result.n_failed == (n - 1) * len(poisoned)
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+
+
+def test_a_cluster_left_with_no_workers_ends_the_run_with_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daskval.engine import faults
+
+    monkeypatch.setattr(faults, "NO_WORKERS_GRACE", 5.0)
+    utility = dv.FunctionUtility(slower_voting, 11)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(10**6), seed=4)
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
+            env=dict(BLAS_ONE_THREAD),
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        handle = valuation.submit(client, samples_per_task=2)
+        deadline = time.monotonic() + 60
+        while handle.progress["n_samples"] < 2:
+            assert time.monotonic() < deadline and not handle.done()
+            time.sleep(0.1)
+        cluster.scale(0)  # every worker gone, none coming
+        began = time.monotonic()
+        with pytest.raises(dv.ValuationError, match="no workers"):
+            handle.result(timeout=60)
+        assert time.monotonic() - began < 5.0 + 10

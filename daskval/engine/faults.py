@@ -63,6 +63,7 @@ __all__ = [
     "failed_partial",
     "is_killed_worker",
     "utility_nbytes",
+    "WorkerWatch",
     "wait_or_stop",
 ]
 
@@ -82,6 +83,45 @@ _MIN_FAILURES_TO_STOP = 8
 
 # a KilledWorker message names the cause; the kind groups them in EvalStats
 KILLED_WORKER_KIND = "KilledWorker: the sample's task killed its worker process"
+
+
+# seconds a run waits for a cluster with no workers before giving up (nannies
+# restart a killed worker within a few seconds; an adaptive cluster scales up)
+NO_WORKERS_GRACE = 30.0
+
+
+@dataclass
+class WorkerWatch:
+    """Ends a run whose cluster has had no workers for too long.
+
+    A run whose every worker died (no nannies, or samples that kill each
+    worker that starts) would otherwise wait for workers that never come.
+
+    Attributes
+    ----------
+    grace : float
+        Seconds without workers tolerated.
+    since : float or None
+        When the workers were first seen gone (None: there are workers).
+    """
+
+    grace: float = field(default_factory=lambda: NO_WORKERS_GRACE)
+    since: float | None = None
+
+    def check(self, n_threads: int, now: float) -> None:
+        """Note the cluster's thread count; raise once it was 0 too long."""
+        if n_threads > 0:
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+        if now - self.since > self.grace:
+            raise ValuationError(
+                f"the cluster has had no workers for {now - self.since:.0f} s "
+                "(they died, or were never started, and none joined); the run "
+                "stopped. If samples kill their workers, start the workers "
+                "with nannies (which restart them) or fix the utility."
+            )
 
 
 def wait_or_stop(

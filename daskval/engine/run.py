@@ -58,6 +58,7 @@ from daskval.engine.chain import Reducer
 from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
     PoisonIsolation,
+    WorkerWatch,
     check_fits_in_memory,
     check_not_all_failed,
     is_killed_worker,
@@ -175,6 +176,7 @@ class ValuationHandle:
         self._progress = _Progress()
         self._done = threading.Event()
         self._cancel = threading.Event()
+        self._workers = WorkerWatch()
         # the name of the utility's broadcast while the run holds it
         self._broadcast: str | None = None
         # set when a task of this run finishes (or on cancel): the loop wakes
@@ -402,7 +404,9 @@ class ValuationHandle:
                 status = self._cancel_status
                 break
             if now - threads_checked > 2.0:
-                n_threads = sum(client.nthreads().values()) or n_threads
+                present = sum(client.nthreads().values())
+                self._workers.check(present, now)
+                n_threads = present or n_threads
                 threads_checked = now
 
             # keep the window full
