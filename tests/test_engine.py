@@ -249,3 +249,41 @@ def test_many_distinct_utilities_leave_plugins_and_memory_flat() -> None:
     # 200 kept utilities grew worker RSS by ~70 MB (issue 16); allow the
     # measured noise three times over, plus 16 MiB of allocator slack
     assert grown < 3 * noise + 16 * 2**20, (grown, noise)
+
+
+# --------------------------------------------------------------------------
+# time budgets and cancel reach the tasks running on the workers
+
+
+def _workers_are_free(client: Client) -> None:
+    """A small run on the cluster finishes promptly: no thread is still busy."""
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(majority, 5), stop=dv.MaxSamples(8), seed=1
+    )
+    result = valuation.submit(client, samples_per_task=4).result(timeout=30)
+    assert result.n_samples == 8
+
+
+def test_a_time_budget_bounds_a_huge_task_and_frees_the_workers(
+    client: Client,
+) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 5), stop=dv.MaxTime(5), seed=0
+    )
+    began = time.monotonic()
+    result = valuation.submit(client, samples_per_task=10**7).result(timeout=60)
+    assert time.monotonic() - began < 5 + 5
+    assert result.status == "completed"
+    _workers_are_free(client)
+
+
+def test_cancel_reaches_the_tasks_running_on_the_workers(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 5), stop=dv.MaxSamples(10**9), seed=0
+    )
+    handle = valuation.submit(client, samples_per_task=10**7)
+    time.sleep(3)
+    began = time.monotonic()
+    handle.cancel()
+    assert time.monotonic() - began < 3
+    _workers_are_free(client)

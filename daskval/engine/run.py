@@ -73,6 +73,7 @@ from daskval.engine.tasks import (
     anchors_task,
     failed_sample_task,
     leaf_task,
+    stop_run_on_workers,
 )
 from daskval.exceptions import ValuationError
 from daskval.plan import RunSpec, initial_partial
@@ -109,6 +110,8 @@ _STATE_SHARE = 0.1
 # depends on the shards was cancelled (the cancellations of a shard and of
 # its dependents reach the client in one batch, read by another thread)
 _SHARD_LOSS_WAIT = 2.0
+# seconds past the end of a time budget after which its tasks stop on the workers
+_TASK_DEADLINE_MARGIN = 2.0
 
 
 @dataclass
@@ -320,7 +323,7 @@ class ValuationHandle:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
         self._broadcast = ensure_broadcast(client, self._broadcast_utility())
-        plugin = UtilityRef(self._broadcast, memo)
+        plugin = UtilityRef(self._broadcast, memo, self.run_id, self._task_deadline())
         if self._shards is None and memo:
             self._placement = Placement.of(plan.sample_limit(), client)
         self._progress.status = "running"
@@ -800,6 +803,13 @@ class ValuationHandle:
         self._finished.clear()
         if pending:
             self.client.cancel(pending)
+        stop_run_on_workers(self.client, self.run_id)  # and those running
+
+    def _task_deadline(self) -> float | None:
+        """When the run's tasks stop by the wall clock: the end of its time
+        budget, plus a margin for the loop to stop first (None: no budget)."""
+        left = self._seconds_left()
+        return None if left is None else time.time() + left + _TASK_DEADLINE_MARGIN
 
     def _sample_cap(self, anchor_evaluations: int) -> int | None:
         """An upper bound on the samples the run may hold (exact for fixed costs).
