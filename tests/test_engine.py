@@ -258,7 +258,7 @@ def test_many_distinct_utilities_leave_plugins_and_memory_flat() -> None:
 def _workers_are_free(client: Client) -> None:
     """A small run on the cluster finishes promptly: no thread is still busy."""
     valuation = dv.ShapleyValuation(
-        dv.FunctionUtility(majority, 5), stop=dv.MaxSamples(8), seed=1
+        dv.FunctionUtility(majority, 6), stop=dv.MaxSamples(8), seed=1
     )
     result = valuation.submit(client, samples_per_task=4).result(timeout=30)
     assert result.n_samples == 8
@@ -268,7 +268,7 @@ def test_a_time_budget_bounds_a_huge_task_and_frees_the_workers(
     client: Client,
 ) -> None:
     valuation = dv.ShapleyValuation(
-        dv.FunctionUtility(slow_majority, 5), stop=dv.MaxTime(5), seed=0
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxTime(5), seed=0
     )
     began = time.monotonic()
     result = valuation.submit(client, samples_per_task=10**7).result(timeout=60)
@@ -279,7 +279,7 @@ def test_a_time_budget_bounds_a_huge_task_and_frees_the_workers(
 
 def test_cancel_reaches_the_tasks_running_on_the_workers(client: Client) -> None:
     valuation = dv.ShapleyValuation(
-        dv.FunctionUtility(slow_majority, 5), stop=dv.MaxSamples(10**9), seed=0
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxSamples(10**9), seed=0
     )
     handle = valuation.submit(client, samples_per_task=10**7)
     time.sleep(3)
