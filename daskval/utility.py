@@ -40,6 +40,7 @@ __all__ = [
     "Sharding",
     "Utility",
     "UtilityChain",
+    "WrappedUtility",
     "subset_seed",
 ]
 
@@ -254,6 +255,47 @@ class Utility(ABC):
             A fresh chain; it is not thread-safe and belongs to one task.
         """
         return UtilityChain(self)
+
+
+class WrappedUtility(Utility):
+    """A utility seen through a wrapper that changes only how it evaluates.
+
+    Everything else is the wrapped utility's own: its fingerprint, identity,
+    context, description and any further attribute. Subclasses override
+    :meth:`evaluate` (and :meth:`chain` for path-dependent chains).
+
+    Parameters
+    ----------
+    utility : Utility
+        The utility wrapped.
+    """
+
+    def __init__(self, utility: Utility) -> None:
+        self.utility = utility
+        self.n = utility.n
+        self.default = utility.default
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        return self.utility.evaluate(players, stats)
+
+    def fingerprint(self) -> str:
+        return self.utility.fingerprint()
+
+    def identity(self) -> str:
+        return self.utility.identity()
+
+    def describe(self) -> dict[str, Any]:
+        return self.utility.describe()
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        return self.utility.context()
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes the wrapper lacks (e.g. a ModelUtility's
+        # model or data); "utility" itself is excluded to survive copies
+        if name == "utility":
+            raise AttributeError(name)
+        return getattr(self.utility, name)
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream, get_worker
-from helpers.processes import BLAS_ONE_THREAD, kill_worker_mid_run
+from helpers.processes import BLAS_ONE_THREAD, kill_worker_mid_run, loopback_cluster
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
@@ -655,18 +655,7 @@ def test_a_cluster_left_with_no_workers_ends_the_run_with_an_error(
     monkeypatch.setattr(faults, "NO_WORKERS_GRACE", 5.0)
     utility = dv.FunctionUtility(slower_voting, 11)
     valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(10**6), seed=4)
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.CRITICAL,
-            env=dict(BLAS_ONE_THREAD),
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with loopback_cluster(1) as (cluster, client):
         handle = valuation.submit(client, samples_per_task=2)
         deadline = time.monotonic() + 60
         while handle.progress["n_samples"] < 2:

@@ -22,7 +22,7 @@ from daskval.engine.memo import MemoizedUtility, worker_memo
 from daskval.engine.reduce import FANIN, Layout
 from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
-from daskval.utility import EvalStats, Utility, UtilityChain
+from daskval.utility import EvalStats, Utility, UtilityChain, WrappedUtility
 
 __all__ = [
     "UtilityPlugin",
@@ -157,17 +157,14 @@ def stop_run_on_workers(client: Any, run: str) -> None:
         client.run(_mark_stopped, run, wait=False)
 
 
-class StoppableUtility(Utility):
+class StoppableUtility(WrappedUtility):
     """A utility that raises :class:`TaskStopped` instead of evaluating once
-    its run is over or past its deadline; everything else is the wrapped
-    utility's (as for :class:`~daskval.engine.memo.MemoizedUtility`)."""
+    its run is over or past its deadline."""
 
     def __init__(self, utility: Utility, run: str | None, deadline: float | None):
-        self.utility = utility
+        super().__init__(utility)
         self.run = run
         self.deadline = deadline
-        self.n = utility.n
-        self.default = utility.default
 
     def check(self) -> None:
         """Raise :class:`TaskStopped` if the run is over or out of time."""
@@ -180,28 +177,11 @@ class StoppableUtility(Utility):
         self.check()
         return self.utility.evaluate(players, stats)
 
-    def fingerprint(self) -> str:
-        return self.utility.fingerprint()
-
-    def identity(self) -> str:
-        return self.utility.identity()
-
-    def describe(self) -> dict[str, Any]:
-        return self.utility.describe()
-
-    def context(self) -> Any:
-        return self.utility.context()
-
     def chain(self) -> UtilityChain:
         chain = self.utility.chain()
         if type(chain) is UtilityChain:
             return UtilityChain(self)
         return _StoppableChain(self, chain)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "utility":
-            raise AttributeError(name)
-        return getattr(self.utility, name)
 
 
 class _StoppableChain(UtilityChain):
