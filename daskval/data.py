@@ -29,18 +29,32 @@ __all__ = ["Dataset"]
 ArrayLike = Any  # numpy array, pandas DataFrame/Series, or a nested sequence
 
 
+def _own(array: np.ndarray, value: Any) -> np.ndarray:
+    """``array`` (made from the caller's ``value``), copied when it may share
+    the caller's memory: a Dataset caches its fingerprint, so an in-place
+    change by the caller afterwards must not reach its arrays. A whole
+    memory-mapped file is kept as it is: workers load it from the file and
+    check its fingerprint there."""
+    if _memmap_source(array) is not None:
+        return array
+    if array is value or array.base is not None or not array.flags.owndata:
+        return array.copy()
+    return array
+
+
 def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.DataFrame:
-    """Return features as a 2-D array or DataFrame, or targets as 1-D."""
+    """Return features as a 2-D array or DataFrame, or targets as 1-D (our
+    own copies, see :func:`_own`)."""
     if value is None:
         raise ValueError(f"{name} is required, got None")
     if isinstance(value, pd.DataFrame):
         if ndim != 2:
             raise ValueError(f"{name} must be one-dimensional, got a DataFrame")
-        return value.reset_index(drop=True)
+        return value.reset_index(drop=True).copy(deep=True)
     if isinstance(value, pd.Series):
         if ndim == 2:
             raise ValueError(f"{name} must be two-dimensional, got a Series")
-        return value.to_numpy()
+        return value.to_numpy(copy=True)
     try:
         array = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -53,7 +67,7 @@ def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.Data
             f"{name} must hold numbers, got an array of dtype {array.dtype}; "
             "use a pandas DataFrame for text, categorical or mixed columns"
         )
-    return array
+    return _own(array, value)
 
 
 def _check_no_missing(

@@ -40,6 +40,7 @@ __all__ = [
     "Sharding",
     "Utility",
     "UtilityChain",
+    "WrappedUtility",
     "subset_seed",
 ]
 
@@ -254,6 +255,47 @@ class Utility(ABC):
             A fresh chain; it is not thread-safe and belongs to one task.
         """
         return UtilityChain(self)
+
+
+class WrappedUtility(Utility):
+    """A utility seen through a wrapper that changes only how it evaluates.
+
+    Everything else is the wrapped utility's own: its fingerprint, identity,
+    context, description and any further attribute. Subclasses override
+    :meth:`evaluate` (and :meth:`chain` for path-dependent chains).
+
+    Parameters
+    ----------
+    utility : Utility
+        The utility wrapped.
+    """
+
+    def __init__(self, utility: Utility) -> None:
+        self.utility = utility
+        self.n = utility.n
+        self.default = utility.default
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        return self.utility.evaluate(players, stats)
+
+    def fingerprint(self) -> str:
+        return self.utility.fingerprint()
+
+    def identity(self) -> str:
+        return self.utility.identity()
+
+    def describe(self) -> dict[str, Any]:
+        return self.utility.describe()
+
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        return self.utility.context()
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes the wrapper lacks (e.g. a ModelUtility's
+        # model or data); "utility" itself is excluded to survive copies
+        if name == "utility":
+            raise AttributeError(name)
+        return getattr(self.utility, name)
 
 
 @runtime_checkable
@@ -705,6 +747,205 @@ class _AlignedClassifier:
             return np.log(self.predict_proba(x))
 
 
+# --------------------------------------------------------------------------
+# Time limits: evaluations in a helper process that can be killed
+
+# the kind a timed-out evaluation is counted under (the last line of its message)
+TIMEOUT_KIND = "Timeout: the evaluation ran past the utility's timeout"
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    """``timeout`` as positive finite seconds, or None; raise naming it."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, numbers.Real)
+        or not math.isfinite(float(timeout))
+        or timeout <= 0
+    ):
+        raise ValueError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _send(stream: Any, payload: Any) -> None:
+    import pickle
+
+    import cloudpickle
+
+    data = cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(len(data).to_bytes(8, "little") + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    import pickle
+
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the helper process closed its pipe")
+    size = int.from_bytes(header, "little")
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("the helper process closed its pipe")
+    return pickle.loads(data)
+
+
+def _helper_main() -> None:
+    """The loop of a helper process: read the utility, then coalitions, and
+    answer each with its value and counters (until the pipe closes)."""
+    import sys
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints of a model must not corrupt the pipe
+    utility: Utility = _receive(stdin)
+    _send(stdout, "ready")  # started: time limits count from here
+    with utility.context():
+        while True:
+            try:
+                players = _receive(stdin)
+            except EOFError:
+                return
+            stats = EvalStats()
+            value = utility.evaluate(players, stats)
+            _send(stdout, (value, stats))
+
+
+class _Helper:
+    """One helper process evaluating a utility's coalitions."""
+
+    def __init__(self, utility: Utility) -> None:
+        import os
+        import subprocess
+        import sys
+
+        # this process's import path, so that the helper unpickles what it can
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import daskval.utility as u; u._helper_main()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        _send(self.stdin, utility)
+        _receive(self.stdout)  # its start (imports) counts toward no limit
+
+    def evaluate(self, players: np.ndarray, seconds: float) -> tuple[float, EvalStats]:
+        """The value and counters of ``players``; TimeoutError past ``seconds``
+        (the process is then killed)."""
+        import select
+
+        _send(self.stdin, np.asarray(players))
+        ready, _, _ = select.select([self.stdout], [], [], seconds)
+        if not ready:
+            self.kill()
+            raise TimeoutError
+        answer: tuple[float, EvalStats] = _receive(self.stdout)
+        return answer
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.stdin.close()
+        self.stdout.close()
+
+
+class _TimedEvaluations:
+    """A utility's evaluations under its time limit, one helper per thread.
+
+    The first evaluation of a thread starts its helper (the process start
+    counts toward no limit); an evaluation past the limit kills the helper
+    and scores the default, counted under :data:`TIMEOUT_KIND`; a helper that
+    dies (a segfaulting fit) is counted the same way as a failure of its own
+    kind, and the next evaluation starts a new one.
+    """
+
+    def __init__(self, utility: ModelUtility) -> None:
+        self.utility = utility
+        self.timeout = cast(float, utility.timeout)
+        self._local = threading.local()
+
+    def _helper(self) -> _Helper:
+        helper = getattr(self._local, "helper", None)
+        if helper is None or helper.process.poll() is not None:
+            helper = _Helper(self.utility.untimed())
+            self._local.helper = helper
+            _HELPERS.add(helper)
+        return cast(_Helper, helper)
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        helper: _Helper | None = None
+        try:
+            helper = self._helper()
+            value, counted = helper.evaluate(players, self.timeout)
+        except TimeoutError:
+            self._drop(cast(_Helper, helper))
+            stats.n_evaluations += 1
+            stats.record_failure(
+                f"a coalition of {len(players)} players took more than "
+                f"{self.timeout:g} s; its helper process was killed\n{TIMEOUT_KIND}"
+            )
+            return self.utility.default
+        except (EOFError, OSError) as exc:
+            code = None if helper is None else helper.process.poll()
+            if helper is not None:
+                self._drop(helper)
+            stats.n_evaluations += 1
+            stats.record_failure(
+                f"the helper process evaluating a coalition of {len(players)} "
+                f"players died (exit code {code}): {exc}\n"
+                "HelperDied: the evaluation's helper process died"
+            )
+            return self.utility.default
+        stats += counted
+        return value
+
+    def _drop(self, helper: _Helper) -> None:
+        helper.kill()
+        _HELPERS.discard(helper)
+        self._local.helper = None
+
+
+class _HelperSet:
+    """Every live helper of this process, killed when it exits.
+
+    Weak: a helper whose utility is gone (its broadcast released) is
+    collected, which closes its pipe, and the helper process exits.
+    """
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._lock = threading.Lock()
+        self._helpers: weakref.WeakSet[_Helper] = weakref.WeakSet()
+        import atexit
+
+        atexit.register(self.kill_all)
+
+    def add(self, helper: _Helper) -> None:
+        with self._lock:
+            self._helpers.add(helper)
+
+    def discard(self, helper: _Helper) -> None:
+        with self._lock:
+            self._helpers.discard(helper)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            helpers = list(self._helpers)
+            self._helpers.clear()
+        for helper in helpers:
+            with contextlib.suppress(Exception):
+                helper.kill()
+
+
+_HELPERS = _HelperSet()
+
+
 class ModelUtility(Utility):
     """u(S): the score of a model trained on the training rows of S.
 
@@ -737,6 +978,18 @@ class ModelUtility(Utility):
         needs a ``warm_start`` parameter (LogisticRegression, SGDClassifier,
         MLPClassifier, ...); scikit-learn ensembles, whose ``warm_start``
         grows the ensemble instead, are refused.
+    timeout : float or None
+        Seconds one evaluation (fit and score) may take; None (the default)
+        sets no limit. With a limit, each worker thread evaluates in a
+        helper Python process of its own (started on first use, holding a
+        copy of the utility), so that an evaluation past the limit can be
+        stopped for real: the process is killed (reclaiming its CPU and
+        memory), the evaluation is counted as a failure of kind ``Timeout``
+        and scores ``default``, and the next evaluation starts a new
+        process. The cost: the utility's memory once more per worker
+        thread, a process start (about a second, mostly imports) per thread
+        and per timeout, and a round trip of the coalition's indices per
+        evaluation (tens of microseconds). Not with ``warm_start=True``.
 
     Notes
     -----
@@ -782,15 +1035,18 @@ class ModelUtility(Utility):
         *,
         seed: int = 0,
         warm_start: bool = False,
+        timeout: float | None = None,
     ) -> None:
-        from sklearn.base import is_classifier
+        from sklearn.base import clone, is_classifier
 
         if not isinstance(data, Dataset):
             raise TypeError(
                 f"data must be a daskval.Dataset, got {type(data).__name__}"
             )
         _check_model(model)
-        self.model = model
+        # our own unfitted copy: a later set_params on the caller's model must
+        # change neither the values nor the fingerprint of this utility
+        self.model = clone(model)
         self.data = data
         self.scoring = scoring
         self.default = _check_default(default)
@@ -805,11 +1061,19 @@ class ModelUtility(Utility):
                 f"warm_start must be True or False, got {type(warm_start).__name__}"
             )
         self.warm_start = warm_start
+        self.timeout = _check_timeout(timeout)
+        if warm_start and self.timeout is not None:
+            raise ValueError(
+                "timeout cannot be combined with warm_start=True: a warm chain "
+                "keeps its model in the worker thread, a timed evaluation runs "
+                "in a separate process"
+            )
         self._warm_param = _warm_start_param(model) if warm_start else None
         self._fast_accuracy = scoring in _FAST_SCORERS
-        self._models = _FreshModels(model)
+        self._models = _FreshModels(self.model)
         self._classes = np.unique(data.y_train) if is_classifier(model) else None
         self._fingerprint: str | None = None
+        self._timed = _TimedEvaluations(self) if self.timeout is not None else None
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -823,6 +1087,8 @@ class ModelUtility(Utility):
                 scoring,
                 repr(self.default),
                 repr(self.seed),
+                # a limit turns slow fits into defaults: another game
+                *([] if self.timeout is None else [f"timeout={self.timeout!r}"]),
             )
         return self._fingerprint
 
@@ -859,7 +1125,26 @@ class ModelUtility(Utility):
         return _WarmModelChain(self, self._warm_param)
 
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        if self._timed is not None and len(players):
+            return self._timed.evaluate(players, stats)
         return self._guarded(players, stats, self._fit_and_score)
+
+    def untimed(self) -> ModelUtility:
+        """A copy of this utility without its time limit (what a helper
+        process evaluates)."""
+        plain = copy.copy(self)
+        plain.timeout, plain._timed = None, None
+        return plain
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_timed"] = None  # helper processes belong to the process using them
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.__dict__.get("timeout") is not None:
+            self._timed = _TimedEvaluations(self)
 
     def _guarded(
         self,
@@ -877,7 +1162,7 @@ class ModelUtility(Utility):
         with _WARNINGS.collect() as caught:
             try:
                 score = fit_and_score(players)
-            except Exception:
+            except BaseException:  # SystemExit too: a counted failure, not a stall
                 stats.record_failure(traceback.format_exc())
                 score = self.default
         if caught:
@@ -1046,7 +1331,7 @@ class FunctionUtility(Utility):
         stats.n_evaluations += 1
         try:
             score = float(self.fn(players))
-        except Exception:
+        except BaseException:  # SystemExit too: a counted failure, not a stall
             stats.record_failure(traceback.format_exc())
             return self.default
         if not np.isfinite(score):

@@ -241,3 +241,91 @@ def test_runs_ending_beside_each_other_leave_the_client_and_its_futures(
     assert own.status == "finished" and own.result(timeout=30) == 3
     new_errors = [e for e in _scheduler_errors(client) if e not in errors_before]
     assert new_errors == []
+
+
+# --------------------------------------------------------------------------
+# a long session: many distinct utilities on one cluster
+
+
+def _utility_plugins(dask_worker: Any) -> int:
+    return sum(1 for name in dask_worker.plugins if name.startswith("daskval-utility"))
+
+
+def _worker_rss(dask_worker: Any) -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _fit_loo(client: Client, utility: dv.Utility) -> None:
+    dv.LOOValuation(utility).fit(client=client)
+
+
+def test_many_distinct_utilities_leave_plugins_and_memory_flat() -> None:
+    from daskval.engine.broadcast import IDLE_BROADCASTS
+
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    y = (x[:, 0] > 0).astype(int)
+    data = dv.Dataset(x, y, x, y)
+
+    def utility(i: int) -> dv.ModelUtility:
+        return dv.ModelUtility(DummyClassifier(), data, default=i * 1e-6)
+
+    with loopback_cluster(2) as (_, client):
+        # noise: the workers' RSS over fits of one and the same utility
+        same = utility(0)
+        rss = []
+        for _ in range(20):
+            _fit_loo(client, same)
+            rss.append(max(client.run(_worker_rss).values()))
+        noise = max(rss) - min(rss)
+        for i in range(1, 21):
+            _fit_loo(client, utility(i))
+        warm = max(client.run(_worker_rss).values())
+        for i in range(21, 201):
+            _fit_loo(client, utility(i))
+        plugins = client.run(_utility_plugins)
+        grown = max(client.run(_worker_rss).values()) - warm
+
+    assert all(count <= IDLE_BROADCASTS for count in plugins.values()), plugins
+    # 200 kept utilities grew worker RSS by ~70 MB (issue 16); allow the
+    # measured noise three times over, plus 16 MiB of allocator slack
+    assert grown < 3 * noise + 16 * 2**20, (grown, noise)
+
+
+# --------------------------------------------------------------------------
+# time budgets and cancel reach the tasks running on the workers
+
+
+def _workers_are_free(client: Client) -> None:
+    """A small run on the cluster finishes promptly: no thread is still busy."""
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(majority, 6), stop=dv.MaxSamples(8), seed=1
+    )
+    result = valuation.submit(client, samples_per_task=4).result(timeout=30)
+    assert result.n_samples == 8
+
+
+def test_a_time_budget_bounds_a_huge_task_and_frees_the_workers(
+    client: Client,
+) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxTime(5), seed=0
+    )
+    began = time.monotonic()
+    result = valuation.submit(client, samples_per_task=10**7).result(timeout=60)
+    assert time.monotonic() - began < 5 + 5
+    assert result.status == "completed"
+    _workers_are_free(client)
+
+
+def test_cancel_reaches_the_tasks_running_on_the_workers(client: Client) -> None:
+    valuation = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_majority, 6), stop=dv.MaxSamples(10**9), seed=0
+    )
+    handle = valuation.submit(client, samples_per_task=10**7)
+    time.sleep(3)
+    began = time.monotonic()
+    handle.cancel()
+    assert time.monotonic() - began < 3
+    _workers_are_free(client)

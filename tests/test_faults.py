@@ -23,7 +23,7 @@ import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream, get_worker
-from helpers.processes import BLAS_ONE_THREAD, kill_worker_mid_run
+from helpers.processes import BLAS_ONE_THREAD, kill_worker_mid_run, loopback_cluster
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
@@ -477,3 +477,192 @@ def test_failures_and_nan_on_some_coalitions_score_the_default_and_count(
     assert any("odd coalition" in k for k in kinds)
     assert any("nan" in k for k in kinds)
     np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# hanging fits, time limits, cancel, and BaseExceptions from user code
+
+
+def _tiny_data(n: int) -> dv.Dataset:
+    x = np.random.default_rng(1).normal(size=(n, 2))
+    y = (x[:, 0] > 0).astype(int)
+    return dv.Dataset(x, y, x, y)
+
+
+def _helper_processes() -> int:
+    """Run on a worker: its live helper processes (children evaluating timed
+    utilities)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    return sum(
+        1
+        for child in children
+        if child.is_running()
+        and child.status() != psutil.STATUS_ZOMBIE
+        and "_helper_main" in " ".join(child.cmdline())
+    )
+
+
+def _reclaim_hung_threads(client: Client) -> None:
+    """Restart the workers: a fit hanging without a timeout holds its worker
+    thread until its process ends (the price of running without a limit)."""
+    client.restart(wait_for_workers=False)
+    _wait_for_workers(client, 2)
+
+
+def test_a_fit_past_the_timeout_is_a_counted_timeout_and_its_process_killed(
+    fault_client: Client,
+) -> None:
+    from helpers.slow_games import HangingClassifier
+
+    n, budget = 6, 2
+    utility = dv.ModelUtility(HangingClassifier(3), _tiny_data(n), timeout=1.0)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=0)
+    result = valuation.submit(fault_client, samples_per_task=1).result(timeout=120)
+    assert result.status == "completed" and result.n_samples == budget
+    kinds = result.metadata["failures"]
+    timeouts = sum(c for k, c in kinds.items() if k.startswith("Timeout"))
+    # u(N) and, per permutation, the prefixes of 4 and 5 rows hang
+    assert timeouts == 1 + 2 * budget == result.n_failed
+    assert np.all(np.isfinite(result.values))
+    # each killed helper is gone: at most one idle helper per worker thread
+    assert all(count <= 1 for count in fault_client.run(_helper_processes).values())
+
+
+def test_max_time_ends_a_run_whose_fits_all_hang(fault_client: Client) -> None:
+    from helpers.slow_games import HangingClassifier
+
+    utility = dv.ModelUtility(HangingClassifier(0), _tiny_data(6))
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxTime(3), seed=0)
+    began = time.monotonic()
+    handle = valuation.submit(fault_client)
+    try:
+        with pytest.raises(dv.ValuationError, match="time budget ran out"):
+            handle.result(timeout=60)
+        assert time.monotonic() - began < 3 + 5
+    finally:
+        _reclaim_hung_threads(fault_client)
+
+
+def test_cancel_returns_promptly_while_the_anchors_hang(fault_client: Client) -> None:
+    from helpers.slow_games import HangingClassifier
+
+    utility = dv.ModelUtility(HangingClassifier(3), _tiny_data(6))
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(100), seed=0)
+    handle = valuation.submit(fault_client)
+    try:
+        time.sleep(2)  # the anchor u(N) hangs by now
+        began = time.monotonic()
+        handle.cancel()
+        assert time.monotonic() - began < 3
+        assert handle.done()
+    finally:
+        _reclaim_hung_threads(fault_client)
+
+
+def exits_on_size_three(players: np.ndarray) -> float:
+    """A utility that calls ``sys.exit`` on coalitions of three players."""
+    if len(players) == 3:
+        raise SystemExit(f"bye from a coalition of {len(players)}")
+    return float(len(players))
+
+
+class InterruptingUtility(dv.Utility):
+    """A custom utility raising KeyboardInterrupt on coalitions of two."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.default = n, 0.0
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        stats.n_evaluations += 1
+        if len(players) == 2:
+            raise KeyboardInterrupt("interrupted inside the utility")
+        return float(len(players))
+
+    def fingerprint(self) -> str:
+        return f"interrupting-{self.n}"
+
+
+def test_a_utility_raising_system_exit_counts_a_failure_of_that_kind(
+    fault_client: Client,
+) -> None:
+    utility = dv.FunctionUtility(exits_on_size_three, 6)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(20), seed=0)
+    result = valuation.submit(fault_client, samples_per_task=4).result(timeout=60)
+    assert result.status == "completed" and result.n_samples == 20
+    kinds = result.metadata["failures"]
+    assert sum(c for k, c in kinds.items() if k.startswith("SystemExit")) == 20
+    assert "Traceback" in result.metadata["first_failure"]
+
+
+def test_a_custom_utility_raising_keyboard_interrupt_ends_with_its_traceback(
+    fault_client: Client,
+) -> None:
+    valuation = dv.ShapleyValuation(
+        InterruptingUtility(6), stop=dv.MaxSamples(20), seed=0
+    )
+    handle = valuation.submit(fault_client, samples_per_task=4)
+    with pytest.raises(dv.ValuationError) as info:
+        handle.result(timeout=60)
+    message = str(info.value)
+    assert "KeyboardInterrupt" in message and "Traceback" in message
+    assert "interrupted inside the utility" in message
+
+
+# --------------------------------------------------------------------------
+# several poison samples, and a cluster left with no workers
+
+
+class ManyPoisonVoting:
+    """A voting game whose evaluation of any of several coalitions kills the
+    worker process (a segfaulting fit, say); here it just scores."""
+
+    def __init__(self, n: int, poison: list[frozenset[int]]) -> None:
+        self.game = WeightedVotingGame(list(range(1, n + 1)))
+        self.poison = set(poison)
+
+    def __call__(self, players: np.ndarray) -> float:
+        if _on_worker() and frozenset(players.tolist()) in self.poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.game.value(players)
+
+
+def test_several_poison_samples_are_isolated_exactly(fault_client: Client) -> None:
+    _wait_for_workers(fault_client, 2)
+    n, budget, poisoned = 10, 40, (5, 17, 18, 33)
+    probe = dv.ShapleyValuation(
+        dv.FunctionUtility(slow_voting, n), stop=dv.MaxSamples(budget), seed=4
+    )
+    coalitions = [_unique_coalition(probe, n, j, budget) for j in poisoned]
+    utility = dv.FunctionUtility(ManyPoisonVoting(n, coalitions), n)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(budget), seed=4)
+    result = valuation.submit(fault_client, samples_per_task=4).result(timeout=400)
+
+    assert result.status == "completed" and result.n_samples == budget
+    assert [f["index"] for f in result.metadata["failed_samples"]] == list(poisoned)
+    values, evaluations = _reference(valuation, utility, budget, poisoned)
+    assert result.n_evaluations == evaluations
+    assert result.n_failed == (n - 1) * len(poisoned)
+    np.testing.assert_allclose(result.values, values, rtol=0, atol=1e-12)
+
+
+def test_a_cluster_left_with_no_workers_ends_the_run_with_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daskval.engine import faults
+
+    monkeypatch.setattr(faults, "NO_WORKERS_GRACE", 5.0)
+    utility = dv.FunctionUtility(slower_voting, 11)
+    valuation = dv.ShapleyValuation(utility, stop=dv.MaxSamples(10**6), seed=4)
+    with loopback_cluster(1) as (cluster, client):
+        handle = valuation.submit(client, samples_per_task=2)
+        deadline = time.monotonic() + 60
+        while handle.progress["n_samples"] < 2:
+            assert time.monotonic() < deadline and not handle.done()
+            time.sleep(0.1)
+        cluster.scale(0)  # every worker gone, none coming
+        began = time.monotonic()
+        with pytest.raises(dv.ValuationError, match="no workers"):
+            handle.result(timeout=60)
+        assert time.monotonic() - began < 5.0 + 10

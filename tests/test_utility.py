@@ -605,3 +605,69 @@ def test_fingerprints_tell_lambdas_and_closures_apart() -> None:
         for s in (constant_scorer(1.0), constant_scorer(2.0), lambda e, x, y: 1.0)
     }
     assert len(by_scorer) == 3
+
+
+# --------------------------------------------------------------------------
+# a utility values what it was given, whatever the caller changes afterwards
+
+
+def _loo_here(utility: dv.ModelUtility) -> np.ndarray:
+    """Leave-one-out values evaluated in this process: u(N) - u(N minus i)."""
+    everyone = np.arange(utility.n)
+    full = utility(everyone)
+    return np.array([full - utility(np.delete(everyone, i)) for i in everyone])
+
+
+def _loo_there(utility: dv.ModelUtility, client: Client, memo: bool) -> np.ndarray:
+    valuation = dv.LOOValuation(utility).fit(client=client, memo=memo)
+    assert valuation.result_ is not None
+    return np.asarray(valuation.result_.values)
+
+
+@pytest.mark.parametrize("memo", [True, False])
+def test_set_params_after_building_a_utility_changes_nothing(
+    client: Client, memo: bool
+) -> None:
+    data = dv.Dataset(*_stale_arrays())
+    model = LogisticRegression(C=1.0)
+    before = dv.ModelUtility(model, data)
+    model.set_params(C=0.001)  # after the utility was built
+    genuine = dv.ModelUtility(LogisticRegression(C=0.001), data)
+    assert before.fingerprint() != genuine.fingerprint()
+    np.testing.assert_allclose(
+        _loo_there(before, client, memo),
+        _loo_here(dv.ModelUtility(LogisticRegression(C=1.0), data)),
+    )
+    np.testing.assert_allclose(_loo_there(genuine, client, memo), _loo_here(genuine))
+
+
+@pytest.mark.parametrize("memo", [True, False])
+def test_changing_the_callers_arrays_in_place_changes_nothing(
+    client: Client, memo: bool
+) -> None:
+    x, y, x_test, y_test = _stale_arrays()
+    data = dv.Dataset(x, y, x_test, y_test)
+    truth = _loo_here(
+        dv.ModelUtility(
+            LogisticRegression(),
+            dv.Dataset(x.copy(), y.copy(), x_test.copy(), y_test.copy()),
+        )
+    )
+    first = _loo_there(dv.ModelUtility(LogisticRegression(), data), client, memo)
+    y[:] = 1 - y  # the caller flips its labels in place
+    y_test[:] = 1 - y_test
+    again = dv.ModelUtility(LogisticRegression(), data)
+    flipped = dv.ModelUtility(LogisticRegression(), dv.Dataset(x, y, x_test, y_test))
+    np.testing.assert_allclose(first, truth)
+    np.testing.assert_allclose(_loo_there(again, client, memo), truth)
+    np.testing.assert_allclose(_loo_here(again), truth)
+    np.testing.assert_allclose(_loo_there(flipped, client, memo), _loo_here(flipped))
+
+
+def _stale_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A small classification problem whose values depend on C and labels,
+    drawn afresh per test (the tests change them in place)."""
+    x, y = make_classification(
+        n_samples=40, n_features=4, n_informative=3, n_redundant=0, random_state=7
+    )
+    return x[:16].copy(), y[:16].copy(), x[16:].copy(), y[16:].copy()

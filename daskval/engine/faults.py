@@ -36,6 +36,8 @@ failed samples are listed in ``result.metadata["failed_samples"]``.
 from __future__ import annotations
 
 import pickle
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,8 @@ __all__ = [
     "failed_partial",
     "is_killed_worker",
     "utility_nbytes",
+    "WorkerWatch",
+    "wait_or_stop",
 ]
 
 # a single-sample task must end in KilledWorker this many times before the
@@ -79,6 +83,75 @@ _MIN_FAILURES_TO_STOP = 8
 
 # a KilledWorker message names the cause; the kind groups them in EvalStats
 KILLED_WORKER_KIND = "KilledWorker: the sample's task killed its worker process"
+
+
+# seconds a run waits for a cluster with no workers before giving up (nannies
+# restart a killed worker within a few seconds; an adaptive cluster scales up)
+NO_WORKERS_GRACE = 30.0
+
+
+@dataclass
+class WorkerWatch:
+    """Ends a run whose cluster has had no workers for too long.
+
+    A run whose every worker died (no nannies, or samples that kill each
+    worker that starts) would otherwise wait for workers that never come.
+
+    Attributes
+    ----------
+    grace : float
+        Seconds without workers tolerated.
+    since : float or None
+        When the workers were first seen gone (None: there are workers).
+    """
+
+    grace: float = field(default_factory=lambda: NO_WORKERS_GRACE)
+    since: float | None = None
+
+    def check(self, n_threads: int, now: float) -> None:
+        """Note the cluster's thread count; raise once it was 0 too long."""
+        if n_threads > 0:
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+        if now - self.since > self.grace:
+            raise ValuationError(
+                f"the cluster has had no workers for {now - self.since:.0f} s "
+                "(they died, or were never started, and none joined); the run "
+                "stopped. If samples kill their workers, start the workers "
+                "with nannies (which restart them) or fix the utility."
+            )
+
+
+def wait_or_stop(
+    future: Future, stop_reason: Callable[[], str | None], poll: float = 0.1
+) -> str | None:
+    """Wait for ``future`` unless the run must stop first.
+
+    The run loop never waits on a worker without a deadline: a fit that
+    hangs would otherwise hold a cancel, or a time budget, forever.
+
+    Parameters
+    ----------
+    future : Future
+        What to wait for (finished, erred or cancelled: all end the wait).
+    stop_reason : callable
+        Why the run must stop now (``"cancelled"``, ``"time"``), or None.
+    poll : float
+        Seconds between looks.
+
+    Returns
+    -------
+    str or None
+        None once ``future`` is done, else the reason the wait ended.
+    """
+    while not future.done():
+        reason = stop_reason()
+        if reason is not None:
+            return reason
+        time.sleep(poll)
+    return None
 
 
 def is_killed_worker(future: Future) -> bool:

@@ -29,7 +29,7 @@ import numpy as np
 import zict
 from distributed import Client, WorkerPlugin
 
-from daskval.utility import EvalStats, Utility, UtilityChain
+from daskval.utility import EvalStats, Utility, UtilityChain, WrappedUtility
 
 __all__ = [
     "MemoConfig",
@@ -455,7 +455,7 @@ class WorkerMemo:
 # The utility a task sees
 
 
-class MemoizedUtility(Utility):
+class MemoizedUtility(WrappedUtility):
     """A utility whose :meth:`evaluate` goes through the worker's memo.
 
     Everything else is the wrapped utility's own: its fingerprint, context,
@@ -466,26 +466,12 @@ class MemoizedUtility(Utility):
     """
 
     def __init__(self, utility: Utility, memo: WorkerMemo) -> None:
-        self.utility = utility
+        super().__init__(utility)
         self.memo = memo
-        self.n = utility.n
-        self.default = utility.default
         self._space = namespace(utility.fingerprint())
 
     def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
         return self.memo.evaluate(self.utility, self._space, players, stats)
-
-    def fingerprint(self) -> str:
-        return self.utility.fingerprint()
-
-    def identity(self) -> str:
-        return self.utility.identity()
-
-    def describe(self) -> dict[str, Any]:
-        return self.utility.describe()
-
-    def context(self) -> Any:
-        return self.utility.context()
 
     def chain(self) -> UtilityChain:
         chain = self.utility.chain()
@@ -493,13 +479,6 @@ class MemoizedUtility(Utility):
             # the cold chain is u(S) coalition by coalition: path-independent
             return UtilityChain(self)
         return chain  # warm starts: the value depends on the path, never memoized
-
-    def __getattr__(self, name: str) -> Any:
-        # only reached for attributes this wrapper lacks (e.g. a ModelUtility's
-        # model or data); "utility" itself is excluded to survive copies
-        if name == "utility":
-            raise AttributeError(name)
-        return getattr(self.utility, name)
 
 
 # --------------------------------------------------------------------------

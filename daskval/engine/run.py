@@ -51,14 +51,16 @@ from daskval.checkpoint import (
     run_identity,
     save_checkpoint,
 )
-from daskval.engine.broadcast import ensure_broadcast
+from daskval.engine.broadcast import ensure_broadcast, release_broadcast
 from daskval.engine.chain import Reducer
 from daskval.engine.cluster import resolve_client
 from daskval.engine.faults import (
     PoisonIsolation,
+    WorkerWatch,
     check_fits_in_memory,
     check_not_all_failed,
     is_killed_worker,
+    wait_or_stop,
 )
 from daskval.engine.memo import MemoConfig, Placement, ensure_memo, run_metadata
 from daskval.engine.packed import pack_call, submit_packed
@@ -70,6 +72,7 @@ from daskval.engine.tasks import (
     anchors_task,
     failed_sample_task,
     leaf_task,
+    stop_run_on_workers,
 )
 from daskval.engine.window import TaskSizer
 from daskval.exceptions import ValuationError
@@ -93,6 +96,8 @@ _END_WAIT = 5.0
 # depends on the shards was cancelled (the cancellations of a shard and of
 # its dependents reach the client in one batch, read by another thread)
 _SHARD_LOSS_WAIT = 2.0
+# seconds past the end of a time budget after which its tasks stop on the workers
+_TASK_DEADLINE_MARGIN = 2.0
 
 
 @dataclass
@@ -146,6 +151,9 @@ class ValuationHandle:
         )
         self._done = threading.Event()
         self._cancel = threading.Event()
+        self._workers = WorkerWatch()
+        # the name of the utility's broadcast while the run holds it
+        self._broadcast: str | None = None
         # set when a task of this run finishes (or on cancel): the loop wakes
         # at once instead of polling
         self._wake = threading.Event()
@@ -247,7 +255,14 @@ class ValuationHandle:
             self._progress.final(self._last_state, "failed")
         finally:
             self._shards = None  # the scattered shards go with the last reference
+            self._release_broadcast()
             self._done.set()
+
+    def _release_broadcast(self) -> None:
+        """Let the utility's broadcast go (see ``engine.broadcast``)."""
+        name, self._broadcast = self._broadcast, None
+        if name is not None:
+            release_broadcast(self.client, name)
 
     def _run(self) -> dict[str, ValuationResult]:
         begin = time.monotonic()
@@ -266,7 +281,8 @@ class ValuationHandle:
         if memo:
             config = settings.memo if isinstance(settings.memo, MemoConfig) else None
             ensure_memo(client, config)
-        plugin = UtilityRef(ensure_broadcast(client, self._broadcast_utility()), memo)
+        self._broadcast = ensure_broadcast(client, self._broadcast_utility())
+        plugin = UtilityRef(self._broadcast, memo, self.run_id, self._task_deadline())
         if self._shards is None and memo:
             self._placement = Placement.of(plan.sample_limit(), client)
         sizer = self._task_sizer(n_threads)
@@ -354,7 +370,9 @@ class ValuationHandle:
                 status = self._cancel_status
                 break
             if now - threads_checked > 2.0:
-                n_threads = sum(client.nthreads().values()) or n_threads
+                present = sum(client.nthreads().values())
+                self._workers.check(present, now)
+                n_threads = present or n_threads
                 threads_checked = now
 
             # keep the window full
@@ -462,6 +480,7 @@ class ValuationHandle:
             plan,
             key=f"daskval-anchors-{self.run_id}",
         )
+        self._raise_if_stopped(anchors, "the anchor coalitions (u(empty), u(N), ...)")
         try:
             values, anchor_stats, seconds_per_eval = anchors.result()
         except Exception as exc:
@@ -743,6 +762,13 @@ class ValuationHandle:
         self._finished.clear()
         if pending:
             self.client.cancel(pending)
+        stop_run_on_workers(self.client, self.run_id)  # and those running
+
+    def _task_deadline(self) -> float | None:
+        """When the run's tasks stop by the wall clock: the end of its time
+        budget, plus a margin for the loop to stop first (None: no budget)."""
+        left = self._seconds_left()
+        return None if left is None else time.time() + left + _TASK_DEADLINE_MARGIN
 
     def _sample_cap(self, anchor_evaluations: int) -> int | None:
         """An upper bound on the samples the run may hold (exact for fixed costs).
@@ -781,6 +807,27 @@ class ValuationHandle:
             return None
         return stop.seconds_left(time.monotonic() - self._begin)
 
+    def _stop_reason(self) -> str | None:
+        """Why the run must stop now: cancelled, or its time is up (or None)."""
+        if self._cancel.is_set():
+            return self._cancel_status
+        left = self._seconds_left()
+        return "time" if left is not None and left <= 0 else None
+
+    def _raise_if_stopped(self, future: Future, what: str) -> None:
+        """Wait for ``future``; a cancel or the end of the time budget first
+        ends the run with an error naming ``what`` was still running."""
+        reason = wait_or_stop(future, self._stop_reason)
+        if reason is None:
+            return
+        self.client.cancel([future])
+        when = "its time budget ran out" if reason == "time" else f"it was {reason}"
+        raise ValuationError(
+            f"the run stopped before any sample: {when} while {what} were being "
+            "evaluated. If a fit may hang, bound each evaluation with "
+            "ModelUtility(..., timeout=seconds)."
+        )
+
     def _wait_for(
         self, future: Future, start: int, end: int, timeout: float
     ) -> float | None:
@@ -789,19 +836,17 @@ class ValuationHandle:
         None, and the loop starts one-sample tasks, when the probe has not
         finished after ``timeout`` (a task's target: its samples are longer,
         and one sample a task is their size; waiting for a sample of seconds
-        would leave every other thread idle), when the run is cancelled or
-        its time is up, or when it killed its workers (the loop isolates it).
+        would leave every other thread idle), when it killed its workers
+        (the loop isolates it), or when the run is cancelled or out of time
+        first (the loop then stops).
         """
         deadline = time.monotonic() + timeout
-        while not future.done():
-            left = self._seconds_left()
-            if (
-                time.monotonic() >= deadline
-                or self._cancel.is_set()
-                or (left is not None and left <= 0)
-            ):
-                return None
-            time.sleep(0.01)
+
+        def stop_or_long() -> str | None:
+            return "long" if time.monotonic() >= deadline else self._stop_reason()
+
+        if wait_or_stop(future, stop_or_long, poll=0.01) is not None:
+            return None
         try:
             partial: Partial = future.result()
         except Exception:

@@ -6,7 +6,11 @@ bytes shipped per task do not grow with the dataset or the model.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,10 +22,13 @@ from daskval.engine.memo import MemoizedUtility, worker_memo
 from daskval.engine.reduce import FANIN, Layout
 from daskval.plan import Plan, evaluate_anchors, evaluate_range, initial_partial
 from daskval.stopping import StoppingCriterion
-from daskval.utility import EvalStats, Utility
+from daskval.utility import EvalStats, Utility, UtilityChain, WrappedUtility
 
 __all__ = [
     "UtilityPlugin",
+    "StoppableUtility",
+    "TaskStopped",
+    "UserCodeInterrupted",
     "UtilityRef",
     "anchors_task",
     "combine_task",
@@ -29,8 +36,35 @@ __all__ = [
     "fold",
     "leaf_task",
     "merge_task",
+    "stop_run_on_workers",
+    "user_code",
     "view_task",
 ]
+
+
+class UserCodeInterrupted(RuntimeError):
+    """A utility raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt, ...) on a worker; the message carries its traceback.
+
+    Raised in the worker thread in place of the original: Dask reports an
+    Exception as the task's error, while a SystemExit escaping a worker
+    thread leaves the task running forever, and the run waiting on it.
+    """
+
+
+@contextlib.contextmanager
+def user_code() -> Iterator[None]:
+    """Turn a BaseException from the utility into :class:`UserCodeInterrupted`."""
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise UserCodeInterrupted(
+            f"the utility raised {type(exc).__name__} on a worker (a "
+            "BaseException, not an Exception, so it was not counted as a "
+            f"failed evaluation):\n{traceback.format_exc()}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -43,10 +77,19 @@ class UtilityRef:
         The name the utility was broadcast under.
     memo : bool
         Evaluate through the worker's memo (when the worker has one).
+    run : str or None
+        The run's id: once the run is over (:func:`stop_run_on_workers`),
+        its tasks still running stop at their next evaluation.
+    deadline : float or None
+        Wall-clock seconds (``time.time()``) after which the run's tasks
+        stop at their next evaluation: a time budget bounds a task's run
+        time, however many samples it holds.
     """
 
     plugin: str
     memo: bool = False
+    run: str | None = None
+    deadline: float | None = None
 
 
 class UtilityPlugin(WorkerPlugin):
@@ -89,9 +132,91 @@ class UtilityPlugin(WorkerPlugin):
         return state
 
 
+class TaskStopped(RuntimeError):
+    """A task of a run that is over (cancelled, out of time or finished)
+    stopped at its next evaluation; nothing waits for its result."""
+
+
+# runs over, whose tasks still running stop (bounded: the newest kept)
+_STOPPED_RUNS: dict[str, None] = {}
+_MAX_STOPPED_RUNS = 1000
+
+
+async def _mark_stopped(run: str) -> None:
+    """Run on each worker: the tasks of ``run`` stop at their next evaluation.
+
+    A coroutine: ``client.run(..., wait=False)`` accepts nothing else (a
+    plain function fails on every worker with "Combination not supported",
+    logged by the scheduler as an error).
+    """
+    _STOPPED_RUNS[run] = None
+    while len(_STOPPED_RUNS) > _MAX_STOPPED_RUNS:
+        del _STOPPED_RUNS[next(iter(_STOPPED_RUNS))]
+
+
+def stop_run_on_workers(client: Any, run: str) -> None:
+    """Tell every worker, without waiting, that ``run`` is over: a task of
+    it still running (a leaf of ``samples_per_task=10**7``, say) gives its
+    thread back at its next evaluation instead of computing for nothing."""
+    with contextlib.suppress(Exception):  # a closed client: no workers to tell
+        client.run(_mark_stopped, run, wait=False)
+
+
+class StoppableUtility(WrappedUtility):
+    """A utility that raises :class:`TaskStopped` instead of evaluating once
+    its run is over or past its deadline."""
+
+    def __init__(self, utility: Utility, run: str | None, deadline: float | None):
+        super().__init__(utility)
+        self.run = run
+        self.deadline = deadline
+
+    def check(self) -> None:
+        """Raise :class:`TaskStopped` if the run is over or out of time."""
+        if self.run is not None and self.run in _STOPPED_RUNS:
+            raise TaskStopped(f"run {self.run} is over")
+        if self.deadline is not None and time.time() > self.deadline:
+            raise TaskStopped(f"run {self.run} is past its time budget")
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        self.check()
+        return self.utility.evaluate(players, stats)
+
+    def chain(self) -> UtilityChain:
+        chain = self.utility.chain()
+        if type(chain) is UtilityChain:
+            return UtilityChain(self)
+        return _StoppableChain(self, chain)
+
+
+class _StoppableChain(UtilityChain):
+    """A path-dependent chain, checked before each of its evaluations."""
+
+    def __init__(self, owner: StoppableUtility, chain: UtilityChain) -> None:
+        super().__init__(owner)
+        self._owner, self._chain = owner, chain
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        self._owner.check()
+        return self._chain.evaluate(players, stats)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_owner", "_chain"):
+            raise AttributeError(name)
+        return getattr(self._chain, name)
+
+
 def worker_utility(ref: UtilityRef | str) -> Utility:
     """The utility broadcast under ``ref`` to this worker (through the memo
-    when ``ref.memo``)."""
+    when ``ref.memo``; stoppable when ``ref`` names its run)."""
+    utility = _broadcast_utility(ref)
+    if isinstance(ref, UtilityRef) and (ref.run is not None or ref.deadline):
+        return StoppableUtility(utility, ref.run, ref.deadline)
+    return utility
+
+
+def _broadcast_utility(ref: UtilityRef | str) -> Utility:
+    """The utility broadcast under ``ref`` to this worker, as it is there."""
     if isinstance(ref, str):
         ref = UtilityRef(ref)
     worker = get_worker()
@@ -112,14 +237,16 @@ def anchors_task(
     plugin_name: UtilityRef | str, plan: Plan
 ) -> tuple[list[float], EvalStats, float]:
     """Evaluate the plan's anchor coalitions once."""
-    return evaluate_anchors(plan, worker_utility(plugin_name))
+    with user_code():
+        return evaluate_anchors(plan, worker_utility(plugin_name))
 
 
 def leaf_task(
     plugin_name: UtilityRef | str, plan: Plan, start: int, stop: int
 ) -> Partial:
     """Samples ``start .. stop-1`` as a partial state."""
-    return evaluate_range(plan, worker_utility(plugin_name), start, stop)
+    with user_code():
+        return evaluate_range(plan, worker_utility(plugin_name), start, stop)
 
 
 def failed_sample_task(plan: Plan, index: int, message: str) -> Partial:
@@ -246,7 +373,9 @@ def _append_units(
                 # slower)
                 assert plugin_name is not None and plan is not None
                 utility = worker_utility(plugin_name)
-                state = state.merge(evaluate_range(plan, utility, part.start, end))
+                with user_code():
+                    tail = evaluate_range(plan, utility, part.start, end)
+                state = state.merge(tail)
             return state
     return state
 
