@@ -25,6 +25,7 @@ from daskval.methods import (
     LOOValuation,
     SemivalueValuation,
     ShapleyValuation,
+    SoftLabelKNNShapleyValuation,
     Valuation,
     WeightedBanzhafValuation,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "SemivalueValuation",
     "Shapley",
     "ShapleyValuation",
+    "SoftLabelKNNShapleyValuation",
     "StoppingCriterion",
     "StratifiedSampler",
     "UniformSampler",

@@ -3,7 +3,7 @@
 from daskval.methods.base import Valuation
 from daskval.methods.core import LeastCoreValuation
 from daskval.methods.group_testing import GroupTestingShapleyValuation
-from daskval.methods.knn import KNNShapleyValuation
+from daskval.methods.knn import KNNShapleyValuation, SoftLabelKNNShapleyValuation
 from daskval.methods.loo import LOOValuation
 from daskval.methods.oob import DataOOBValuation
 from daskval.methods.semivalue import (
@@ -24,6 +24,7 @@ __all__ = [
     "LeastCoreValuation",
     "SemivalueValuation",
     "ShapleyValuation",
+    "SoftLabelKNNShapleyValuation",
     "Valuation",
     "WeightedBanzhafValuation",
 ]

@@ -74,7 +74,11 @@ from daskval.methods.base import Valuation
 from daskval.plan import EnumerationPlan, Estimate, Plan
 from daskval.utility import EvalStats, Sharding, Utility, _sha
 
-__all__ = ["KNNShapleyValuation", "KNNUtility"]
+__all__ = [
+    "KNNShapleyValuation",
+    "KNNUtility",
+    "SoftLabelKNNShapleyValuation",
+]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine")
 # bytes of (block x N) temporaries per element of a sub-block (distances, sort
@@ -337,6 +341,7 @@ class KNNUtility(Utility):
         metric: str = "euclidean",
         memory_budget: int = _DEFAULT_MEMORY,
         rows_per_shard: int | None = None,
+        soft: bool = False,
     ) -> None:
         if not isinstance(data, Dataset):
             raise TypeError(
@@ -346,6 +351,7 @@ class KNNUtility(Utility):
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.metric = metric
+        self.soft = bool(soft)
         self.memory_budget = check_positive_int(memory_budget, "memory_budget")
         # a hint to the engine (ShardableUtility); the engine also shards on
         # its own when the training set is too large to broadcast
@@ -400,8 +406,14 @@ class KNNUtility(Utility):
         if self._fingerprint is None:
             data = self.data
             assert data is not None, "fingerprint() is computed on the client"
+            # the soft game is another game; the hard one keeps its old hash
+            parts = ["soft"] if self.soft else []
             self._fingerprint = _sha(
-                "daskval.KNNUtility/1", data.fingerprint(), str(self.k), self.metric
+                "daskval.KNNUtility/1",
+                data.fingerprint(),
+                str(self.k),
+                self.metric,
+                *parts,
             )
         return self._fingerprint
 
@@ -415,6 +427,7 @@ class KNNUtility(Utility):
             "n": self.n,
             "k": self.k,
             "metric": self.metric,
+            "soft": self.soft,
             "n_train": self.n_train,
             "n_test": self.n_test,
         }
@@ -455,7 +468,8 @@ class KNNUtility(Utility):
             dist = _distances(self.x_test[t0:t1], columns, self.metric, norms)
             ranked = np.argsort(dist, axis=1, kind="stable")[:, :nearest]
             hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
-        return hits / (self.k * self.n_test)
+        # soft labels: the fraction of the min(K, |S|) neighbours, not of K
+        return hits / ((nearest if self.soft else self.k) * self.n_test)
 
     # -- the closed form -------------------------------------------------------------
     def _fast_distances(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
@@ -518,6 +532,7 @@ class KNNUtility(Utility):
             self.row_players,
             self.n,
             work,
+            self.soft,
         )
 
     def shapley_moments(self, start: int, stop: int) -> Moments:
@@ -591,7 +606,7 @@ class KNNShardCore(Utility):
 
     def __init__(self, utility: KNNUtility) -> None:
         self.n, self.default = utility.n, utility.default
-        self.k, self.metric = utility.k, utility.metric
+        self.k, self.metric, self.soft = utility.k, utility.metric, utility.soft
         self.memory_budget = utility.memory_budget
         self.n_train, self.n_test = utility.n_train, utility.n_test
         self.x_test, self.y_test = utility.x_test, utility.y_test
@@ -678,6 +693,7 @@ class _JoinedShards(Utility):
                     core.row_players,
                     core.n,
                     work,
+                    core.soft,
                 )
             )
         return sums.moments()
@@ -703,6 +719,7 @@ def _values(
     row_players: np.ndarray | None,
     n_players: int,
     work: _Workspace,
+    soft: bool = False,
 ) -> np.ndarray:
     """The recursion: values (test points x players) from each test point's
     training rows in rank order (``order``, nearest first).
@@ -718,10 +735,12 @@ def _values(
     )
     ranked[...] = matches
     # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
-    # w_i = min(K, i) / (K i)
+    # w_i = min(K, i) / (K i) (soft labels: see _soft_weights)
     np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
     dist[:, -1] = ranked[:, -1]
-    dist *= work.weights(k)
+    dist *= _soft_weights(work.n, k) if soft else work.weights(k)
+    if soft:
+        dist[:, -1] = _soft_last(ranked, k)
     # s_i = sum_{j >= i} increment_j, still in rank order
     np.cumsum(dist[:, ::-1], axis=1, out=ranked[:, ::-1])
     if row_players is None:
@@ -809,6 +828,38 @@ def _rank_weights(n: int, k: int) -> np.ndarray:
     weights = np.minimum(k, ranks) / (k * ranks)
     weights.flags.writeable = False
     return weights
+
+
+def _harmonic(n: int) -> float:
+    """H_n = 1 + 1/2 + ... + 1/n (0 for n = 0)."""
+    return float(np.sum(1.0 / np.arange(1, n + 1))) if n > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=2)
+def _soft_weights(n: int, k: int) -> np.ndarray:
+    """The soft-label recursion's w_i = min(K, i) / (K i) + c for ranks
+    i < n, with c = (H_q - q / K) / (n - 1), q = min(K, n - 1): the pairs of
+    coalitions of fewer than K points, where the vote is divided by
+    |S| + 1 instead of K, add c to every rank. The last entry is unused."""
+    weights = _rank_weights(n, k).copy()
+    if n > 1:
+        q = min(k, n - 1)
+        weights[:-1] += (_harmonic(q) - q / k) / (n - 1)
+    weights.flags.writeable = False
+    return weights
+
+
+def _soft_last(matches: np.ndarray, k: int) -> np.ndarray:
+    """s_N of the soft-label game, for every row of ``matches`` (rank
+    order): (m_N H_q - M / (N - 1) (H_q - 1)) / N with q = min(K, N) and M
+    the matches of the N - 1 nearer points (s_N = m_N when N = 1)."""
+    n = matches.shape[1]
+    last = matches[:, -1]
+    if n == 1:
+        return last.copy()
+    h = _harmonic(min(k, n))
+    nearer = matches.sum(axis=1) - last
+    return (last * h - nearer / (n - 1) * (h - 1.0)) / n
 
 
 @functools.lru_cache(maxsize=2)
@@ -913,6 +964,8 @@ class KNNShapleyValuation(Valuation):
 
     method_name = "knn_shapley"
     default_memo = False  # the closed form evaluates no coalitions
+    #: the game divides the votes by min(K, |S|) (soft labels), not by K
+    soft_labels = False
 
     def __init__(
         self,
@@ -929,6 +982,7 @@ class KNNShapleyValuation(Valuation):
             metric=metric,
             memory_budget=memory_budget,
             rows_per_shard=train_chunk_size,
+            soft=self.soft_labels,
         )
         super().__init__(utility, stop=None, seed=0)
         self.utility: KNNUtility = utility
@@ -946,3 +1000,32 @@ class KNNShapleyValuation(Valuation):
             "tie_break": "training row index",
             "group_values": "sum of member values" if grouped else None,
         }
+
+
+class SoftLabelKNNShapleyValuation(KNNShapleyValuation):
+    """Exact soft-label KNN-Shapley values (the soft-label KNN game of Wang
+    & Jia, "A note on efficient computation of KNN-Shapley").
+
+    The game of test point ``t`` divides the label matches of the
+    ``min(K, |S|)`` nearest points of ``S`` by ``min(K, |S|)`` (the soft-label
+    classifier's probability of ``t``'s label), not by K; ``U_t({}) = 0``.
+    With ranks and matches as in :class:`KNNShapleyValuation`, ``q =
+    min(K, N - 1)``, ``H_j`` the harmonic numbers and ``M`` the matches of
+    the ``N - 1`` nearest points,
+
+        s_{alpha_N} = (m_N H_{min(K, N)} - M / (N - 1) (H_{min(K, N)} - 1)) / N,
+        s_{alpha_i} = s_{alpha_{i+1}} + (m_i - m_{i+1}) (min(K, i) / (K i)
+                      + (H_q - q / K) / (N - 1)).
+
+    The extra constant comes from the coalitions of fewer than K points
+    (their vote is divided by their size); the last point's value from its
+    marginal over coalitions of fewer than K points, whose expected matches
+    are ``|S| M / (N - 1)``. Same cost, parameters, sharding and tie rule as
+    :class:`KNNShapleyValuation`; the values sum to ``u(all points)``.
+    """
+
+    method_name = "soft_label_knn_shapley"
+    soft_labels = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": "soft"}

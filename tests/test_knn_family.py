@@ -1,0 +1,82 @@
+"""The KNN-Shapley family beyond the hard-label game, against brute-force
+enumeration of each game's utility on small training sets (no Dask)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from helpers.enumeration import brute_force_shapley
+from test_knn import in_process, plain_distance, small_problem
+
+import daskval as dv
+from daskval.methods.knn import SoftLabelKNNShapleyValuation
+
+
+def plain_soft_utility(data: dv.Dataset, k: int, metric: str, rows: list[int]) -> float:
+    """The soft-label KNN utility by plain Python: matches among the
+    min(K, |S|) nearest, divided by min(K, |S|)."""
+    if not rows:
+        return 0.0
+    x, y = np.asarray(data.x_train, float), np.asarray(data.y_train)
+    total = 0.0
+    for t, label in zip(
+        np.asarray(data.x_test, float), np.asarray(data.y_test), strict=True
+    ):
+        ranked = sorted(rows, key=lambda r: (plain_distance(x[r], t, metric), r))
+        nearest = ranked[:k]
+        total += sum(y[r] == label for r in nearest) / len(nearest)
+    return total / len(data.y_test)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "classes", "metric", "integer", "seed"),
+    [
+        (1, 3, 2, "euclidean", True, 0),  # one point
+        (2, 1, 2, "euclidean", True, 1),
+        (6, 1, 2, "euclidean", True, 2),
+        (8, 3, 2, "euclidean", True, 3),
+        (9, 3, 3, "euclidean", True, 4),  # multi-class, ties
+        (7, 12, 2, "euclidean", True, 5),  # k > n
+        (8, 8, 2, "euclidean", True, 6),  # k = n
+        (10, 2, 4, "manhattan", True, 7),
+        (8, 4, 3, "cosine", False, 8),
+        (9, 5, 2, "sqeuclidean", False, 9),
+    ],
+)
+def test_soft_label_equals_brute_force_enumeration(
+    n: int, k: int, classes: int, metric: str, integer: bool, seed: int
+) -> None:
+    data = small_problem(n, 5, classes, seed, integer)
+    valuation = SoftLabelKNNShapleyValuation(data, k, metric=metric)
+    utility = valuation.utility
+    for size in range(n + 1):
+        for rows in itertools.islice(itertools.combinations(range(n), size), 12):
+            assert utility(list(rows)) == pytest.approx(
+                plain_soft_utility(data, k, metric, list(rows)), abs=1e-15
+            )
+    values, _ = in_process(valuation)  # type: ignore[arg-type]
+    np.testing.assert_allclose(values, brute_force_shapley(utility), rtol=0, atol=1e-12)
+    assert values.sum() == pytest.approx(utility(np.arange(n)), abs=1e-12)
+
+
+def test_soft_label_is_another_game_than_the_hard_one() -> None:
+    data = small_problem(9, 4, 2, 11)
+    hard = dv.KNNShapleyValuation(data, 3)
+    soft = SoftLabelKNNShapleyValuation(data, 3)
+    assert hard.utility.fingerprint() != soft.utility.fingerprint()
+    assert soft.describe()["labels"] == "soft"
+    assert not np.allclose(in_process(hard)[0], in_process(soft)[0])  # type: ignore[arg-type]
+
+
+def test_soft_label_shards_equal_the_broadcast_path() -> None:
+    data = small_problem(40, 7, 3, 12, integer=False)
+    valuation = SoftLabelKNNShapleyValuation(data, 4)
+    sharding = valuation.utility.split(9)
+    core = sharding.core
+    parts = [core.shard_part(shard, 0, 7) for shard in sharding.shards]  # type: ignore[attr-defined]
+    moments = core.with_parts(0, 7, parts).shapley_moments(0, 7)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        moments.mean, in_process(valuation)[0], rtol=0, atol=1e-15
+    )
