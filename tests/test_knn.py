@@ -280,7 +280,7 @@ def test_bad_data() -> None:
     with pytest.raises(TypeError, match=r"data must be a daskval\.Dataset"):
         KNNShapleyValuation((x, x), 3)  # type: ignore[arg-type]
     regression = dv.Dataset(x, rng.normal(size=20), x_test, rng.normal(size=5))
-    with pytest.raises(ValueError, match="regression variant is not implemented"):
+    with pytest.raises(ValueError, match="KNNRegressionShapleyValuation"):
         KNNShapleyValuation(regression, 3)
     x_nan = x.copy()
     x_nan[3, 1] = np.nan

@@ -11,7 +11,12 @@ from helpers.enumeration import brute_force_shapley
 from test_knn import in_process, plain_distance, small_problem
 
 import daskval as dv
-from daskval.methods.knn import SoftLabelKNNShapleyValuation
+from daskval.methods.knn import (
+    KNNRegressionShapleyValuation,
+    KNNShapleyValuation,
+    KNNUtility,
+    SoftLabelKNNShapleyValuation,
+)
 
 
 def plain_soft_utility(data: dv.Dataset, k: int, metric: str, rows: list[int]) -> float:
@@ -70,13 +75,96 @@ def test_soft_label_is_another_game_than_the_hard_one() -> None:
     assert not np.allclose(in_process(hard)[0], in_process(soft)[0])  # type: ignore[arg-type]
 
 
-def test_soft_label_shards_equal_the_broadcast_path() -> None:
-    data = small_problem(40, 7, 3, 12, integer=False)
-    valuation = SoftLabelKNNShapleyValuation(data, 4)
-    sharding = valuation.utility.split(9)
+def sharded_in_process(valuation: KNNShapleyValuation, rows: int) -> np.ndarray:
+    """The values of the sharded path, its shards and join run here."""
+    n_test = valuation.utility.n_test
+    sharding = valuation.utility.split(rows)
     core = sharding.core
-    parts = [core.shard_part(shard, 0, 7) for shard in sharding.shards]  # type: ignore[attr-defined]
-    moments = core.with_parts(0, 7, parts).shapley_moments(0, 7)  # type: ignore[attr-defined]
+    parts = [core.shard_part(shard, 0, n_test) for shard in sharding.shards]  # type: ignore[attr-defined]
+    moments = core.with_parts(0, n_test, parts).shapley_moments(0, n_test)  # type: ignore[attr-defined]
+    return moments.mean
+
+
+@pytest.mark.parametrize(
+    "method", [SoftLabelKNNShapleyValuation, KNNRegressionShapleyValuation]
+)
+def test_shards_equal_the_broadcast_path(method: type[KNNShapleyValuation]) -> None:
+    data = regression_problem(40, 7, 12, integer=False)
+    if method is SoftLabelKNNShapleyValuation:
+        data = small_problem(40, 7, 3, 12, integer=False)
+    valuation = method(data, 4)
     np.testing.assert_allclose(
-        moments.mean, in_process(valuation)[0], rtol=0, atol=1e-15
+        sharded_in_process(valuation, 9), in_process(valuation)[0], rtol=0, atol=1e-14
     )
+
+
+def plain_regression_utility(
+    data: dv.Dataset, k: int, metric: str, rows: list[int]
+) -> float:
+    """Minus the mean squared error of the mean target of the K nearest
+    (divided by K when fewer), by plain Python."""
+    x, y = np.asarray(data.x_train, float), np.asarray(data.y_train, float)
+    total = 0.0
+    for t, target in zip(
+        np.asarray(data.x_test, float), np.asarray(data.y_test, float), strict=True
+    ):
+        ranked = sorted(rows, key=lambda r: (plain_distance(x[r], t, metric), r))
+        total += (sum(y[r] for r in ranked[:k]) / k - target) ** 2
+    return -total / len(data.y_test)
+
+
+def regression_problem(
+    n: int, n_test: int, seed: int, integer: bool = True
+) -> dv.Dataset:
+    """Features as in small_problem, normal targets."""
+    rng = np.random.default_rng(seed)
+    classes = small_problem(n, n_test, 2, seed, integer)
+    return dv.Dataset(
+        classes.x_train, rng.normal(size=n), classes.x_test, rng.normal(size=n_test)
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "metric", "integer", "seed"),
+    [
+        (1, 3, "euclidean", True, 0),
+        (2, 1, "euclidean", True, 1),
+        (3, 2, "euclidean", True, 2),
+        (6, 1, "euclidean", True, 3),
+        (8, 3, "euclidean", True, 4),  # ties
+        (7, 12, "euclidean", True, 5),  # k > n
+        (8, 8, "euclidean", True, 6),
+        (10, 2, "manhattan", True, 7),
+        (8, 4, "cosine", False, 8),
+        (9, 5, "sqeuclidean", False, 9),
+    ],
+)
+def test_regression_equals_brute_force_enumeration(
+    n: int, k: int, metric: str, integer: bool, seed: int
+) -> None:
+    data = regression_problem(n, 5, seed, integer)
+    valuation = KNNRegressionShapleyValuation(data, k, metric=metric)
+    utility = valuation.utility
+    for size in range(n + 1):
+        for rows in itertools.islice(itertools.combinations(range(n), size), 12):
+            assert utility(list(rows)) == pytest.approx(
+                plain_regression_utility(data, k, metric, list(rows)), abs=1e-14
+            )
+    values, _ = in_process(valuation)  # type: ignore[arg-type]
+    np.testing.assert_allclose(values, brute_force_shapley(utility), rtol=0, atol=1e-12)
+    # efficiency: u(empty) = -mean(y_t^2)
+    gain = utility(np.arange(n)) - utility(np.array([], dtype=int))
+    assert values.sum() == pytest.approx(gain, abs=1e-12)
+
+
+def test_regression_targets_are_refused_by_the_classifier_game() -> None:
+    data = regression_problem(6, 3, 0)
+    with pytest.raises(ValueError, match="KNNRegressionShapleyValuation"):
+        KNNShapleyValuation(data, 2)
+    with pytest.raises(ValueError, match="soft labels"):
+        KNNUtility(data, 2, soft=True, regression=True)
+    text = dv.Dataset(data.x_train, np.array(list("abcdef")), data.x_test, data.y_test)
+    with pytest.raises(TypeError, match="numeric targets"):
+        KNNRegressionShapleyValuation(text, 2)
+    described = KNNRegressionShapleyValuation(data, 2).describe()
+    assert described["target"] == "regression"

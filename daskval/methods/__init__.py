@@ -3,7 +3,11 @@
 from daskval.methods.base import Valuation
 from daskval.methods.core import LeastCoreValuation
 from daskval.methods.group_testing import GroupTestingShapleyValuation
-from daskval.methods.knn import KNNShapleyValuation, SoftLabelKNNShapleyValuation
+from daskval.methods.knn import (
+    KNNRegressionShapleyValuation,
+    KNNShapleyValuation,
+    SoftLabelKNNShapleyValuation,
+)
 from daskval.methods.loo import LOOValuation
 from daskval.methods.oob import DataOOBValuation
 from daskval.methods.semivalue import (
@@ -19,6 +23,7 @@ __all__ = [
     "BetaShapleyValuation",
     "DataOOBValuation",
     "GroupTestingShapleyValuation",
+    "KNNRegressionShapleyValuation",
     "KNNShapleyValuation",
     "LOOValuation",
     "LeastCoreValuation",

@@ -77,6 +77,7 @@ from daskval.utility import EvalStats, Sharding, Utility, _sha
 __all__ = [
     "KNNShapleyValuation",
     "KNNUtility",
+    "KNNRegressionShapleyValuation",
     "SoftLabelKNNShapleyValuation",
 ]
 
@@ -118,9 +119,8 @@ def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
     if kind not in ("binary", "multiclass"):
         raise ValueError(
             "KNN-Shapley values classifiers: y_train must hold class labels, "
-            f"but scikit-learn sees a {kind!r} target. The regression variant is "
-            "not implemented; bin the target or use a model-based method such "
-            "as ShapleyValuation with a KNeighborsRegressor"
+            f"but scikit-learn sees a {kind!r} target; value a regression "
+            "target with KNNRegressionShapleyValuation"
         )
     train, test = np.asarray(y_train), np.asarray(y_test)
     try:
@@ -131,6 +131,23 @@ def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
         ) from exc
     codes = codes.astype(np.int32)
     return codes[: len(train)], codes[len(train) :]
+
+
+def _check_targets(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits' regression targets as finite float64 vectors."""
+    targets = []
+    for name, value in (("y_train", y_train), ("y_test", y_test)):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"KNN regression needs numeric targets: {name} cannot be "
+                f"converted to float64 ({exc})"
+            ) from exc
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinite targets")
+        targets.append(np.ascontiguousarray(array))
+    return targets[0], targets[1]
 
 
 def _centre(x: np.ndarray) -> np.ndarray:
@@ -342,6 +359,7 @@ class KNNUtility(Utility):
         memory_budget: int = _DEFAULT_MEMORY,
         rows_per_shard: int | None = None,
         soft: bool = False,
+        regression: bool = False,
     ) -> None:
         if not isinstance(data, Dataset):
             raise TypeError(
@@ -351,7 +369,9 @@ class KNNUtility(Utility):
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.metric = metric
-        self.soft = bool(soft)
+        self.soft, self.regression = bool(soft), bool(regression)
+        if self.soft and self.regression:
+            raise ValueError("soft labels are for classification, not regression")
         self.memory_budget = check_positive_int(memory_budget, "memory_budget")
         # a hint to the engine (ShardableUtility); the engine also shards on
         # its own when the training set is too large to broadcast
@@ -373,7 +393,8 @@ class KNNUtility(Utility):
         # training points as columns: the distance loops read contiguous rows
         self.train_t = np.ascontiguousarray((x_train - centre).T)
         self.x_test = x_test - centre
-        self.y_train, self.y_test = _check_labels(data.y_train, data.y_test)
+        check = _check_targets if self.regression else _check_labels
+        self.y_train, self.y_test = check(data.y_train, data.y_test)
         self.n_train, self.n_test = x_train.shape[0], self.x_test.shape[0]
         self.train_squares = np.einsum("ij,ij->j", self.train_t, self.train_t)
         self.max_train_square = float(self.train_squares.max())
@@ -408,6 +429,7 @@ class KNNUtility(Utility):
             assert data is not None, "fingerprint() is computed on the client"
             # the soft game is another game; the hard one keeps its old hash
             parts = ["soft"] if self.soft else []
+            parts += ["regression"] if self.regression else []
             self._fingerprint = _sha(
                 "daskval.KNNUtility/1",
                 data.fingerprint(),
@@ -428,6 +450,7 @@ class KNNUtility(Utility):
             "k": self.k,
             "metric": self.metric,
             "soft": self.soft,
+            "regression": self.regression,
             "n_train": self.n_train,
             "n_test": self.n_test,
         }
@@ -456,18 +479,25 @@ class KNNUtility(Utility):
         else:
             rows = np.flatnonzero(np.isin(self.row_players, players))
         if len(rows) == 0:
-            return 0.0
+            # regression: the prediction of no neighbours is 0
+            return -float(np.mean(self.y_test**2)) if self.regression else 0.0
         nearest = min(self.k, len(rows))
         columns = np.ascontiguousarray(self.train_t[:, rows])
         norms = None if self.train_norms is None else self.train_norms[rows]
         labels = self.y_train[rows]
         block = self._block_size(len(rows))
-        hits = 0
+        hits, squares = 0, 0.0
         for t0 in range(0, self.n_test, block):
             t1 = min(self.n_test, t0 + block)
             dist = _distances(self.x_test[t0:t1], columns, self.metric, norms)
             ranked = np.argsort(dist, axis=1, kind="stable")[:, :nearest]
-            hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
+            if self.regression:
+                errors = labels[ranked].sum(axis=1) / self.k - self.y_test[t0:t1]
+                squares += float(np.sum(errors * errors))
+            else:
+                hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
+        if self.regression:
+            return -squares / self.n_test
         # soft labels: the fraction of the min(K, |S|) neighbours, not of K
         return hits / ((nearest if self.soft else self.k) * self.n_test)
 
@@ -533,6 +563,7 @@ class KNNUtility(Utility):
             self.n,
             work,
             self.soft,
+            self.regression,
         )
 
     def shapley_moments(self, start: int, stop: int) -> Moments:
@@ -607,6 +638,7 @@ class KNNShardCore(Utility):
     def __init__(self, utility: KNNUtility) -> None:
         self.n, self.default = utility.n, utility.default
         self.k, self.metric, self.soft = utility.k, utility.metric, utility.soft
+        self.regression = utility.regression
         self.memory_budget = utility.memory_budget
         self.n_train, self.n_test = utility.n_train, utility.n_test
         self.x_test, self.y_test = utility.x_test, utility.y_test
@@ -694,6 +726,7 @@ class _JoinedShards(Utility):
                     core.n,
                     work,
                     core.soft,
+                    core.regression,
                 )
             )
         return sums.moments()
@@ -720,27 +753,22 @@ def _values(
     n_players: int,
     work: _Workspace,
     soft: bool = False,
+    regression: bool = False,
 ) -> np.ndarray:
     """The recursion: values (test points x players) from each test point's
     training rows in rank order (``order``, nearest first).
 
-    A view of ``work.dist`` without groups; with groups (``row_players``:
-    the player of each row) a group's value is the sum of its members'.
+    ``labels`` and ``test_labels`` are class codes, or regression targets
+    with ``regression``. A view of ``work.dist`` without groups; with groups
+    (``row_players``: the player of each row) a group's value is the sum of
+    its members'.
     """
     rows = order.shape[0]
     dist, ranked = work.dist[:rows], work.spare[:rows].view(np.float64)
-    # m_i = 1[y_{alpha_i} = y_t], in rank order
-    matches = np.equal(
-        np.take(labels, order), test_labels[:, None], out=work.flags[:rows]
-    )
-    ranked[...] = matches
-    # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
-    # w_i = min(K, i) / (K i) (soft labels: see _soft_weights)
-    np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
-    dist[:, -1] = ranked[:, -1]
-    dist *= _soft_weights(work.n, k) if soft else work.weights(k)
-    if soft:
-        dist[:, -1] = _soft_last(ranked, k)
+    if regression:
+        _regression_increments(order, labels, test_labels, k, work)
+    else:
+        _classification_increments(order, labels, test_labels, k, soft, work)
     # s_i = sum_{j >= i} increment_j, still in rank order
     np.cumsum(dist[:, ::-1], axis=1, out=ranked[:, ::-1])
     if row_players is None:
@@ -756,6 +784,84 @@ def _values(
         slots.ravel(), weights=ranked.ravel(), minlength=rows * n_players
     )
     return summed.reshape(rows, n_players)
+
+
+def _classification_increments(
+    order: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    soft: bool,
+    work: _Workspace,
+) -> None:
+    """s_i - s_{i+1} (and s_N last) of the label-match games, in rank order,
+    into ``work.dist``."""
+    rows = order.shape[0]
+    dist, ranked = work.dist[:rows], work.spare[:rows].view(np.float64)
+    # m_i = 1[y_{alpha_i} = y_t], in rank order
+    matches = np.equal(
+        np.take(labels, order), test_labels[:, None], out=work.flags[:rows]
+    )
+    ranked[...] = matches
+    # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
+    # w_i = min(K, i) / (K i) (soft labels: see _soft_weights)
+    np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
+    dist[:, -1] = ranked[:, -1]
+    dist *= _soft_weights(work.n, k) if soft else work.weights(k)
+    if soft:
+        dist[:, -1] = _soft_last(ranked, k)
+
+
+def _regression_increments(
+    order: np.ndarray,
+    targets: np.ndarray,
+    test_targets: np.ndarray,
+    k: int,
+    work: _Workspace,
+) -> None:
+    """s_i - s_{i+1} (and s_N last) of the KNN regression game, in rank
+    order, into ``work.dist`` (see :class:`KNNRegressionShapleyValuation`
+    for the formulas)."""
+    rows, n = order.shape
+    dist = work.dist[:rows]
+    y = np.take(targets, order)  # y_{alpha_i}, rank order
+    t = test_targets[:, None]
+    h, alpha, beta = _regression_weights(n, k)
+    last = y[:, -1] / k
+    near = y[:, :-1].sum(axis=1)
+    q = min(k, n)
+    spread = q * (q - 1) / ((n - 1) * k) * near if n > 1 else 0.0
+    dist[:, -1] = -last / n * (spread + q * (last - 2.0 * test_targets))
+    if n == 1:
+        return
+    # E_i: alpha_i (y_1 + ... + y_{i-1}) + sum_{j >= i+2} beta_j y_j
+    expected = np.zeros((rows, n - 1))
+    prefix = np.cumsum(y[:, :-2], axis=1)
+    expected[:, 1:] = alpha[1:-1] * prefix
+    tail = np.cumsum((beta[2:] * y[:, 2:])[:, ::-1], axis=1)[:, ::-1]
+    expected[:, :-1] += tail
+    pair = y[:, :-1] + y[:, 1:]
+    bracket = (2.0 * expected + pair * h[:-1]) / k - 2.0 * t * h[:-1]
+    np.multiply(y[:, :-1] - y[:, 1:], bracket, out=dist[:, :-1])
+    dist[:, :-1] *= -1.0 / k
+
+
+@functools.lru_cache(maxsize=2)
+def _regression_weights(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ranks i = 1 .. n: h_i = min(K, i) / i, alpha_i = m (m - 1) /
+    (2 i (i - 1)) with m = min(K, i) (0 at i = 1), beta_i = q (q + 1) /
+    (2 (i - 1) (i - 2)) with q = min(K - 1, i - 2) (0 at i <= 2)."""
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    m = np.minimum(k, ranks)
+    q = np.minimum(k - 1, ranks - 2)
+    alpha = np.zeros(n)
+    beta = np.zeros(n)
+    alpha[1:] = m[1:] * (m[1:] - 1) / (2 * ranks[1:] * (ranks[1:] - 1))
+    beta[2:] = q[2:] * (q[2:] + 1) / (2 * (ranks[2:] - 1) * (ranks[2:] - 2))
+    tables = (m / ranks, alpha, beta)
+    for table in tables:
+        table.flags.writeable = False
+    return tables
 
 
 class MomentSums:
@@ -966,6 +1072,8 @@ class KNNShapleyValuation(Valuation):
     default_memo = False  # the closed form evaluates no coalitions
     #: the game divides the votes by min(K, |S|) (soft labels), not by K
     soft_labels = False
+    #: the game is KNN regression's negative squared error
+    regression_targets = False
 
     def __init__(
         self,
@@ -983,6 +1091,7 @@ class KNNShapleyValuation(Valuation):
             memory_budget=memory_budget,
             rows_per_shard=train_chunk_size,
             soft=self.soft_labels,
+            regression=self.regression_targets,
         )
         super().__init__(utility, stop=None, seed=0)
         self.utility: KNNUtility = utility
@@ -1029,3 +1138,40 @@ class SoftLabelKNNShapleyValuation(KNNShapleyValuation):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "labels": "soft"}
+
+
+class KNNRegressionShapleyValuation(KNNShapleyValuation):
+    """Exact KNN-Shapley values for a regression target (the unweighted KNN
+    regression game of Jia et al., 2019b).
+
+    The game of test point ``t`` is the negative squared error of the mean
+    target of the K nearest points of ``S`` (divided by K even when ``S``
+    has fewer points):
+
+        U_t(S) = -((1/K) sum_{k <= min(K, |S|)} y_{alpha_k(S)} - y_t)^2,
+
+    so ``U_t({}) = -y_t^2`` and the values sum to ``u(all) - u({})``. With
+    all N points ranked by distance to ``t``, ``h_i = min(K, i) / i``,
+    ``alpha_i = m (m - 1) / (2 i (i - 1))`` (``m = min(K, i)``) and
+    ``beta_j = q (q + 1) / (2 (j - 1) (j - 2))`` (``q = min(K - 1, j - 2)``),
+    the recursion (derived from the pair difference ``U(S + i) - U(S + i+1)``
+    over uniformly sized coalitions; ``alpha_i`` and ``beta_j`` are the
+    weights with which a nearer point ``j < i``, or a farther one ``j > i +
+    1``, is among the neighbours next to ``i``) is
+
+        E_i = alpha_i sum_{j < i} y_j + sum_{j > i+1} beta_j y_j,
+        s_{alpha_i} = s_{alpha_{i+1}} - (y_i - y_{i+1}) / K
+                      ((2 E_i + (y_i + y_{i+1}) h_i) / K - 2 y_t h_i),
+        s_{alpha_N} = -(y_N / (K N)) (q' (q' - 1) / ((N - 1) K) sum_{j < N} y_j
+                      + q' (y_N / K - 2 y_t)),  q' = min(K, N),
+
+    O(N) per test point after the sort (prefix and suffix sums). Same
+    parameters, sharding and tie rule as :class:`KNNShapleyValuation`; the
+    targets must be finite numbers.
+    """
+
+    method_name = "knn_regression_shapley"
+    regression_targets = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "target": "regression"}
