@@ -27,12 +27,13 @@ from daskval.methods import (
     SemivalueValuation,
     ShapleyValuation,
     SoftLabelKNNShapleyValuation,
+    ThresholdKNNShapleyValuation,
     Valuation,
     WeightedBanzhafValuation,
 )
 from daskval.methods.core import solve_least_core
 from daskval.methods.group_testing import group_testing_sample_size
-from daskval.methods.knn import KNNUtility
+from daskval.methods.knn import KNNUtility, ThresholdKNNUtility
 from daskval.methods.oob import OOBUtility
 from daskval.methods.regression import RegressionSampler
 from daskval.result import ValuationResult
@@ -96,6 +97,8 @@ __all__ = [
     "Shapley",
     "ShapleyValuation",
     "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
+    "ThresholdKNNUtility",
     "StoppingCriterion",
     "StratifiedSampler",
     "UniformSampler",

@@ -16,6 +16,7 @@ from daskval.methods.knn import (
     KNNShapleyValuation,
     KNNUtility,
     SoftLabelKNNShapleyValuation,
+    ThresholdKNNShapleyValuation,
 )
 
 
@@ -86,13 +87,18 @@ def sharded_in_process(valuation: KNNShapleyValuation, rows: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "method", [SoftLabelKNNShapleyValuation, KNNRegressionShapleyValuation]
+    "method",
+    [
+        SoftLabelKNNShapleyValuation,
+        KNNRegressionShapleyValuation,
+        ThresholdKNNShapleyValuation,
+    ],
 )
 def test_shards_equal_the_broadcast_path(method: type[KNNShapleyValuation]) -> None:
     data = regression_problem(40, 7, 12, integer=False)
-    if method is SoftLabelKNNShapleyValuation:
+    if method is not KNNRegressionShapleyValuation:
         data = small_problem(40, 7, 3, 12, integer=False)
-    valuation = method(data, 4)
+    valuation = method(data, 1.5 if method is ThresholdKNNShapleyValuation else 4)
     np.testing.assert_allclose(
         sharded_in_process(valuation, 9), in_process(valuation)[0], rtol=0, atol=1e-14
     )
@@ -168,3 +174,71 @@ def test_regression_targets_are_refused_by_the_classifier_game() -> None:
         KNNRegressionShapleyValuation(text, 2)
     described = KNNRegressionShapleyValuation(data, 2).describe()
     assert described["target"] == "regression"
+
+
+def plain_threshold_utility(
+    data: dv.Dataset, tau: float, metric: str, classes: int, rows: list[int]
+) -> float:
+    """The threshold-KNN utility by plain Python (euclidean: squared
+    distance against tau^2)."""
+    x, y = np.asarray(data.x_train, float), np.asarray(data.y_train)
+    radius = tau * tau if metric == "euclidean" else tau
+    total = 0.0
+    for t, label in zip(
+        np.asarray(data.x_test, float), np.asarray(data.y_test), strict=True
+    ):
+        near = [r for r in rows if plain_distance(x[r], t, metric) <= radius]
+        total += sum(y[r] == label for r in near) / len(near) if near else 1 / classes
+    return total / len(data.y_test)
+
+
+@pytest.mark.parametrize(
+    ("n", "tau", "classes", "metric", "integer", "seed"),
+    [
+        (1, 2.0, 2, "euclidean", True, 0),
+        (6, 1.0, 2, "euclidean", True, 1),  # points exactly at the radius
+        (9, 2.0, 3, "euclidean", True, 2),
+        (8, 0.0, 2, "euclidean", True, 3),  # only coincident points vote
+        (10, 2.0, 4, "manhattan", True, 4),
+        (8, 0.3, 3, "cosine", False, 5),
+        (9, 2.0, 2, "sqeuclidean", False, 6),
+        (9, 10.0, 2, "euclidean", False, 7),  # everyone votes
+    ],
+)
+def test_threshold_equals_brute_force_enumeration(
+    n: int, tau: float, classes: int, metric: str, integer: bool, seed: int
+) -> None:
+    data = small_problem(n, 5, classes, seed, integer)
+    valuation = ThresholdKNNShapleyValuation(data, tau, metric=metric)
+    utility = valuation.utility
+    c = utility.n_classes
+    for size in range(n + 1):
+        for rows in itertools.islice(itertools.combinations(range(n), size), 12):
+            assert utility(list(rows)) == pytest.approx(
+                plain_threshold_utility(data, tau, metric, c, list(rows)), abs=1e-15
+            )
+    values, _ = in_process(valuation)
+    np.testing.assert_allclose(values, brute_force_shapley(utility), rtol=0, atol=1e-12)
+    assert values.sum() == pytest.approx(utility(np.arange(n)) - 1 / c, abs=1e-12)
+
+
+def test_threshold_decides_the_radius_by_the_careful_distance() -> None:
+    """Points placed at the radius up to rounding: the fast distances cannot
+    tell, the careful ones decide, as in the oracle."""
+    rng = np.random.default_rng(3)
+    x_test = rng.normal(size=(4, 3)) * 100
+    directions = rng.normal(size=(12, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    x_train = x_test[rng.integers(0, 4, 12)] + 0.7 * directions
+    data = dv.Dataset(x_train, rng.integers(0, 2, 12), x_test, rng.integers(0, 2, 4))
+    valuation = ThresholdKNNShapleyValuation(data, 0.7, n_classes=3)
+    utility = valuation.utility
+    dist = np.empty((4, 12))
+    tolerance = utility._fast_distances(0, 4, dist)
+    assert (np.abs(dist - utility.radius) <= tolerance[:, None]).any()
+    values, _ = in_process(valuation)
+    np.testing.assert_allclose(values, brute_force_shapley(utility), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="n_classes"):
+        ThresholdKNNShapleyValuation(data, 0.7, n_classes=1)
+    with pytest.raises(ValueError, match="threshold"):
+        ThresholdKNNShapleyValuation(data, -1.0)

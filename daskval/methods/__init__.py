@@ -7,6 +7,7 @@ from daskval.methods.knn import (
     KNNRegressionShapleyValuation,
     KNNShapleyValuation,
     SoftLabelKNNShapleyValuation,
+    ThresholdKNNShapleyValuation,
 )
 from daskval.methods.loo import LOOValuation
 from daskval.methods.oob import DataOOBValuation
@@ -30,6 +31,7 @@ __all__ = [
     "SemivalueValuation",
     "ShapleyValuation",
     "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
     "Valuation",
     "WeightedBanzhafValuation",
 ]

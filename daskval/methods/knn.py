@@ -79,6 +79,8 @@ __all__ = [
     "KNNUtility",
     "KNNRegressionShapleyValuation",
     "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
+    "ThresholdKNNUtility",
 ]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine")
@@ -612,8 +614,12 @@ class KNNUtility(Utility):
             for start in range(0, self.n_train, rows)
         ]
         return Sharding(
-            KNNShardCore(self), shards, rows, self._block_size(self.n_train)
+            self._shard_core(), shards, rows, self._block_size(self.n_train)
         )
+
+    def _shard_core(self) -> KNNShardCore:
+        """What every worker holds in a sharded run."""
+        return KNNShardCore(self)
 
 
 @dataclass
@@ -672,6 +678,33 @@ class KNNShardCore(Utility):
     def with_parts(self, start: int, stop: int, parts: Sequence[Any]) -> Utility:
         return _JoinedShards(self, start, stop, parts)
 
+    def block_values(
+        self, distances: np.ndarray, start: int, stop: int, work: _Workspace
+    ) -> np.ndarray:
+        """Values (test points ``start .. stop-1`` x players) from their
+        careful distances to every training point (kept unchanged)."""
+        n = distances.shape[1]
+        dist = work.dist[: stop - start]
+        dist[...] = distances  # _order overwrites its input
+        order = _order(
+            dist,
+            np.zeros(stop - start),  # the distances are the careful ones
+            max(1, (n - 1).bit_length()),
+            work,
+            functools.partial(_pick, distances),
+        )
+        return _values(
+            order,
+            self.y_train,
+            self.y_test[start:stop],
+            self.k,
+            self.row_players,
+            self.n,
+            work,
+            self.soft,
+            self.regression,
+        )
+
 
 class _JoinedShards(Utility):
     """The KNN utility of test points ``start .. stop-1`` from their
@@ -707,28 +740,7 @@ class _JoinedShards(Utility):
         for t0 in range(start, stop, block):
             t1 = min(stop, t0 + block)
             rows = exact[t0 - self.start : t1 - self.start]
-            dist = work.dist[: t1 - t0]
-            dist[...] = rows  # _order overwrites its input; ``rows`` is kept
-            order = _order(
-                dist,
-                np.zeros(t1 - t0),  # the distances are the careful ones
-                max(1, (n - 1).bit_length()),
-                work,
-                functools.partial(_pick, rows),
-            )
-            sums.add(
-                _values(
-                    order,
-                    core.y_train,
-                    core.y_test[t0:t1],
-                    core.k,
-                    core.row_players,
-                    core.n,
-                    work,
-                    core.soft,
-                    core.regression,
-                )
-            )
+            sums.add(core.block_values(rows, t0, t1, work))
         return sums.moments()
 
 
@@ -1175,3 +1187,253 @@ class KNNRegressionShapleyValuation(KNNShapleyValuation):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "target": "regression"}
+
+
+class ThresholdKNNUtility(KNNUtility):
+    """The threshold-KNN classification game (Wang, Yang & Jia, "Threshold
+    KNN-Shapley"): every point of ``S`` within distance ``threshold`` of test
+    point ``t`` votes, and
+
+        U_t(S) = (matches among them) / (their number),  or 1/C when none,
+
+    with C the number of classes; u(S) is the mean over test points.
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features; class labels.
+    threshold : float
+        The radius tau >= 0, in the metric's units (for "euclidean" the
+        careful squared distance is compared with tau^2; "sqeuclidean"
+        compares the squared distance with tau itself).
+    metric, memory_budget, rows_per_shard
+        As for :class:`KNNUtility`.
+    n_classes : int, optional
+        C (default: the number of distinct labels of both splits).
+    """
+
+    def __init__(
+        self,
+        data: Dataset,
+        threshold: float,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+        rows_per_shard: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
+        super().__init__(
+            data,
+            1,
+            metric=metric,
+            memory_budget=memory_budget,
+            rows_per_shard=rows_per_shard,
+        )
+        tau = float(threshold)
+        if not (np.isfinite(tau) and tau >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.threshold = tau
+        # careful distances are squared for "euclidean"
+        self.radius = tau * tau if metric == "euclidean" else tau
+        present = int(max(self.y_train.max(), self.y_test.max())) + 1
+        self.n_classes = (
+            present if n_classes is None else check_positive_int(n_classes, "n_classes")
+        )
+        if self.n_classes < present:
+            raise ValueError(
+                f"n_classes={self.n_classes} but the labels hold {present} classes"
+            )
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            data = self.data
+            assert data is not None, "fingerprint() is computed on the client"
+            self._fingerprint = _sha(
+                "daskval.ThresholdKNNUtility/1",
+                data.fingerprint(),
+                repr(self.threshold),
+                self.metric,
+                str(self.n_classes),
+            )
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        del described["k"], described["soft"], described["regression"]
+        return {
+            **described,
+            "class": "ThresholdKNNUtility",
+            "threshold": self.threshold,
+            "n_classes": self.n_classes,
+        }
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players), from the careful distances of the coalition's points
+        (the brute-force reference)."""
+        stats.n_evaluations += 1
+        players = np.asarray(players, dtype=np.int64)
+        if self.row_players is None:
+            rows = np.unique(players)
+        else:
+            rows = np.flatnonzero(np.isin(self.row_players, players))
+        if len(rows) == 0:
+            return 1.0 / self.n_classes
+        columns = np.ascontiguousarray(self.train_t[:, rows])
+        norms = None if self.train_norms is None else self.train_norms[rows]
+        dist = _distances(self.x_test, columns, self.metric, norms)
+        inside = dist <= self.radius
+        votes = inside.sum(axis=1)
+        hits = (inside & (self.y_train[rows] == self.y_test[:, None])).sum(axis=1)
+        scores = np.where(votes > 0, hits / np.maximum(votes, 1), 1.0 / self.n_classes)
+        return float(scores.mean())
+
+    def point_values(
+        self, start: int, stop: int, work: _Workspace | None = None
+    ) -> np.ndarray:
+        """Threshold-KNN-Shapley values of every player (columns) for test
+        points ``start .. stop-1`` (rows): who is within the radius is
+        decided by the fast distances, and by the careful ones for the pairs
+        whose fast distance is within its error of the radius."""
+        rows = stop - start
+        work = _Workspace(rows, self.n_train) if work is None else work
+        dist = work.dist[:rows]
+        tolerance = self._fast_distances(start, stop, dist)
+        inside = dist <= self.radius
+        unsure = np.abs(dist - self.radius) <= tolerance[:, None]
+        if unsure.any():
+            r, c = np.nonzero(unsure)
+            norms = None if self.train_norms is None else self.train_norms[c]
+            careful = _pair_distances(
+                self.x_test[start:stop][r], self.train_t[:, c], self.metric, norms
+            )
+            inside[r, c] = careful <= self.radius
+        return _threshold_values(
+            inside,
+            self.y_train,
+            self.y_test[start:stop],
+            self.n_classes,
+            self.row_players,
+            self.n,
+        )
+
+    def _shard_core(self) -> KNNShardCore:
+        return ThresholdShardCore(self)
+
+
+class ThresholdShardCore(KNNShardCore):
+    """The core of a sharded :class:`ThresholdKNNUtility`."""
+
+    def __init__(self, utility: ThresholdKNNUtility) -> None:
+        super().__init__(utility)
+        self.radius, self.n_classes = utility.radius, utility.n_classes
+
+    def block_values(
+        self, distances: np.ndarray, start: int, stop: int, work: _Workspace
+    ) -> np.ndarray:
+        return _threshold_values(
+            distances <= self.radius,
+            self.y_train,
+            self.y_test[start:stop],
+            self.n_classes,
+            self.row_players,
+            self.n,
+        )
+
+
+def _threshold_values(
+    inside: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    n_classes: int,
+    row_players: np.ndarray | None,
+    n_players: int,
+) -> np.ndarray:
+    """Values (test points x players) of the threshold game.
+
+    Only the w points within the radius are not dummies, and among them the
+    game is the mean of their matches m (1/C when empty); with M the matches
+    of the other w - 1,
+
+        phi_i = (m_i - 1/C + (m_i - M / (w - 1)) (H_w - 1)) / w
+
+    (the marginal over a uniform coalition of s >= 1 others is m_i / (s + 1)
+    minus their expected mean, M / (w - 1) / (s + 1)).
+    """
+    matches = inside & (labels[None, :] == test_labels[:, None])
+    w = inside.sum(axis=1)
+    total = matches.sum(axis=1)
+    harmonic = _harmonics(inside.shape[1])[w]
+    m = matches.astype(np.float64)
+    others = (total[:, None] - m) / np.maximum(w - 1, 1)[:, None]
+    values = m - 1.0 / n_classes + (m - others) * (harmonic - 1.0)[:, None]
+    values /= np.maximum(w, 1)[:, None]
+    values[~inside] = 0.0
+    if row_players is None:
+        return values
+    slots = row_players[None, :] + n_players * np.arange(len(w))[:, None]
+    summed = np.bincount(
+        slots.ravel(), weights=values.ravel(), minlength=len(w) * n_players
+    )
+    return summed.reshape(len(w), n_players)
+
+
+@functools.lru_cache(maxsize=2)
+def _harmonics(n: int) -> np.ndarray:
+    """H_0 .. H_n."""
+    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+    table.flags.writeable = False
+    return table
+
+
+class ThresholdKNNShapleyValuation(KNNShapleyValuation):
+    """Exact threshold-KNN-Shapley values (Wang, Yang & Jia): the game of
+    :class:`ThresholdKNNUtility`, every point within ``threshold`` of a test
+    point voting. A point's value for a test point is zero outside the
+    radius and has the closed form of :func:`_threshold_values` inside: no
+    sort, O(N) per test point after the distances. The values sum to
+    ``u(all) - 1/C``.
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features and class labels.
+    threshold : float
+        The radius (see :class:`ThresholdKNNUtility`).
+    metric, memory_budget, train_chunk_size
+        As for :class:`KNNShapleyValuation`.
+    n_classes : int, optional
+        C, the score of a test point with no neighbour being 1/C.
+    """
+
+    method_name = "threshold_knn_shapley"
+
+    def __init__(
+        self,
+        data: Dataset,
+        threshold: float,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+        train_chunk_size: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
+        utility = ThresholdKNNUtility(
+            data,
+            threshold,
+            metric=metric,
+            memory_budget=memory_budget,
+            rows_per_shard=train_chunk_size,
+            n_classes=n_classes,
+        )
+        Valuation.__init__(self, utility, stop=None, seed=0)
+        self.utility: ThresholdKNNUtility = utility
+        self.train_chunk_size = utility.rows_per_shard_hint
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        del described["k"]
+        return {
+            **described,
+            "threshold": self.utility.threshold,
+            "n_classes": self.utility.n_classes,
+        }
