@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+from distributed import Client
 from helpers.enumeration import brute_force_shapley
 from test_knn import in_process, plain_distance, small_problem
 
@@ -242,3 +243,34 @@ def test_threshold_decides_the_radius_by_the_careful_distance() -> None:
         ThresholdKNNShapleyValuation(data, 0.7, n_classes=1)
     with pytest.raises(ValueError, match="threshold"):
         ThresholdKNNShapleyValuation(data, -1.0)
+
+
+@pytest.mark.parametrize("groups", [False, True])
+@pytest.mark.parametrize(
+    "method",
+    [
+        SoftLabelKNNShapleyValuation,
+        KNNRegressionShapleyValuation,
+        ThresholdKNNShapleyValuation,
+    ],
+)
+def test_on_a_cluster_broadcast_and_sharded_equal_in_process(
+    client: Client, method: type[KNNShapleyValuation], groups: bool
+) -> None:
+    base = (
+        regression_problem(300, 11, 21)
+        if method is KNNRegressionShapleyValuation
+        else small_problem(300, 11, 3, 21)
+    )
+    labels = np.arange(300) % 7 if groups else None
+    data = dv.Dataset(
+        base.x_train, base.y_train, base.x_test, base.y_test, groups=labels
+    )
+    parameter = 1.5 if method is ThresholdKNNShapleyValuation else 4
+    expected, _ = in_process(method(data, parameter))
+    broadcast = method(data, parameter).fit(client=client).result_
+    sharded = method(data, parameter, train_chunk_size=70).fit(client=client).result_
+    assert broadcast is not None and sharded is not None
+    assert sharded.metadata["sharding"]["shards"] == 5
+    np.testing.assert_allclose(broadcast.values, expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(sharded.values, expected, rtol=0, atol=1e-14)
