@@ -16,6 +16,7 @@ from daskval.methods.knn import (
     KNNRegressionShapleyValuation,
     KNNShapleyValuation,
     KNNUtility,
+    PrecomputedKNNShapleyValuation,
     SoftLabelKNNShapleyValuation,
     ThresholdKNNShapleyValuation,
 )
@@ -274,3 +275,69 @@ def test_on_a_cluster_broadcast_and_sharded_equal_in_process(
     assert sharded.metadata["sharding"]["shards"] == 5
     np.testing.assert_allclose(broadcast.values, expected, rtol=0, atol=1e-14)
     np.testing.assert_allclose(sharded.values, expected, rtol=0, atol=1e-14)
+
+
+def careful_distances(data: dv.Dataset) -> np.ndarray:
+    """(n_test, n_train) squared euclidean distances, feature by feature."""
+    x, t = np.asarray(data.x_train, float), np.asarray(data.x_test, float)
+    return ((t[:, None, :] - x[None, :, :]) ** 2).sum(axis=2)
+
+
+@pytest.mark.parametrize(
+    ("soft", "regression", "k", "seed"),
+    [
+        (False, False, 3, 0),
+        (True, False, 2, 1),
+        (False, True, 3, 2),
+        (False, False, 9, 3),
+    ],
+)
+def test_precomputed_equals_brute_force_and_the_feature_path(
+    soft: bool, regression: bool, k: int, seed: int
+) -> None:
+    data = (
+        regression_problem(8, 5, seed) if regression else small_problem(8, 5, 3, seed)
+    )
+    valuation = PrecomputedKNNShapleyValuation(
+        careful_distances(data),
+        data.y_train,
+        data.y_test,
+        k,
+        soft=soft,
+        regression=regression,
+    )
+    values, _ = in_process(valuation)  # type: ignore[arg-type]
+    utility = valuation.utility
+    np.testing.assert_allclose(values, brute_force_shapley(utility), rtol=0, atol=1e-12)
+    method = (
+        KNNRegressionShapleyValuation
+        if regression
+        else SoftLabelKNNShapleyValuation
+        if soft
+        else KNNShapleyValuation
+    )
+    np.testing.assert_allclose(
+        values, in_process(method(data, k))[0], rtol=0, atol=1e-12
+    )
+
+
+def test_a_sparse_neighbour_graph_ranks_the_missing_points_last() -> None:
+    from scipy import sparse
+
+    data = small_problem(9, 4, 2, 5, integer=False)
+    dense = careful_distances(data)
+    kept = np.argsort(dense, axis=1)[:, :3]
+    graph = sparse.lil_matrix(dense.shape)
+    for t in range(4):
+        graph[t, kept[t]] = dense[t, kept[t]]
+    valuation = PrecomputedKNNShapleyValuation(
+        graph.tocsr(), data.y_train, data.y_test, 2
+    )
+    values, _ = in_process(valuation)  # type: ignore[arg-type]
+    np.testing.assert_allclose(
+        values, brute_force_shapley(valuation.utility), rtol=0, atol=1e-12
+    )
+    with pytest.raises(ValueError, match=">= 0"):
+        PrecomputedKNNShapleyValuation(-dense, data.y_train, data.y_test, 2)
+    with pytest.raises(ValueError, match="training"):
+        PrecomputedKNNShapleyValuation(dense[:, 1:], data.y_train, data.y_test, 2)

@@ -6,6 +6,7 @@ from daskval.methods.group_testing import GroupTestingShapleyValuation
 from daskval.methods.knn import (
     KNNRegressionShapleyValuation,
     KNNShapleyValuation,
+    PrecomputedKNNShapleyValuation,
     SoftLabelKNNShapleyValuation,
     ThresholdKNNShapleyValuation,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "KNNShapleyValuation",
     "LOOValuation",
     "LeastCoreValuation",
+    "PrecomputedKNNShapleyValuation",
     "SemivalueValuation",
     "ShapleyValuation",
     "SoftLabelKNNShapleyValuation",

@@ -60,6 +60,7 @@ exactly that of the careful distances.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -683,18 +684,8 @@ class KNNShardCore(Utility):
     ) -> np.ndarray:
         """Values (test points ``start .. stop-1`` x players) from their
         careful distances to every training point (kept unchanged)."""
-        n = distances.shape[1]
-        dist = work.dist[: stop - start]
-        dist[...] = distances  # _order overwrites its input
-        order = _order(
-            dist,
-            np.zeros(stop - start),  # the distances are the careful ones
-            max(1, (n - 1).bit_length()),
-            work,
-            functools.partial(_pick, distances),
-        )
-        return _values(
-            order,
+        return _values_from_distances(
+            distances,
             self.y_train,
             self.y_test[start:stop],
             self.k,
@@ -742,6 +733,34 @@ class _JoinedShards(Utility):
             rows = exact[t0 - self.start : t1 - self.start]
             sums.add(core.block_values(rows, t0, t1, work))
         return sums.moments()
+
+
+def _values_from_distances(
+    distances: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    row_players: np.ndarray | None,
+    n_players: int,
+    work: _Workspace,
+    soft: bool,
+    regression: bool,
+) -> np.ndarray:
+    """Values (test points x players) from exact distances (>= 0, kept
+    unchanged), ranked by (distance, row index)."""
+    rows, n = distances.shape
+    dist = work.dist[:rows]
+    dist[...] = distances  # _order overwrites its input
+    order = _order(
+        dist,
+        np.zeros(rows),  # the distances are exact
+        max(1, (n - 1).bit_length()),
+        work,
+        functools.partial(_pick, distances),
+    )
+    return _values(
+        order, labels, test_labels, k, row_players, n_players, work, soft, regression
+    )
 
 
 def _pick(distances: np.ndarray, r: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -1436,4 +1455,183 @@ class ThresholdKNNShapleyValuation(KNNShapleyValuation):
             **described,
             "threshold": self.utility.threshold,
             "n_classes": self.utility.n_classes,
+        }
+
+
+class PrecomputedKNNUtility(Utility):
+    """The KNN games (hard or soft labels, or regression) from a given
+    distance matrix or neighbour graph instead of features.
+
+    Parameters
+    ----------
+    distances : array or scipy sparse matrix, (n_test, n_train)
+        Distances >= 0 of every test point to every training point. In a
+        sparse matrix (e.g. ``kneighbors_graph(mode="distance")``) the
+        entries not stored are farther than every stored one (they rank
+        after them, by row index), as are infinite entries.
+    y_train, y_test : array-like
+        Class labels, or targets with ``regression``.
+    k : int
+        K >= 1.
+    soft, regression : bool
+        The soft-label or the regression game (see
+        :class:`SoftLabelKNNShapleyValuation`,
+        :class:`KNNRegressionShapleyValuation`).
+    memory_budget : int
+        As for :class:`KNNUtility`.
+    """
+
+    def __init__(
+        self,
+        distances: Any,
+        y_train: Any,
+        y_test: Any,
+        k: int,
+        *,
+        soft: bool = False,
+        regression: bool = False,
+        memory_budget: int = _DEFAULT_MEMORY,
+    ) -> None:
+        self.k = check_positive_int(k, "k")
+        self.memory_budget = check_positive_int(memory_budget, "memory_budget")
+        if soft and regression:
+            raise ValueError("soft labels are for classification, not regression")
+        self.soft, self.regression = bool(soft), bool(regression)
+        self.distances = _as_distance_matrix(distances)
+        check = _check_targets if self.regression else _check_labels
+        self.y_train, self.y_test = check(y_train, y_test)
+        self.n_test, self.n_train = self.distances.shape
+        if (len(self.y_train), len(self.y_test)) != (self.n_train, self.n_test):
+            raise ValueError(
+                f"distances are {self.distances.shape} (n_test, n_train) but "
+                f"there are {len(self.y_test)} test and {len(self.y_train)} "
+                "training targets"
+            )
+        self.n, self.default = self.n_train, 0.0
+        self.row_players: np.ndarray | None = None
+        self._fingerprint = _sha(
+            "daskval.PrecomputedKNNUtility/1",
+            hashlib.sha256(self.distances.tobytes()).hexdigest(),
+            hashlib.sha256(self.y_train.tobytes()).hexdigest(),
+            hashlib.sha256(self.y_test.tobytes()).hexdigest(),
+            str(self.k),
+            str(self.soft),
+            str(self.regression),
+        )
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "class": "PrecomputedKNNUtility",
+            "n": self.n,
+            "k": self.k,
+            "soft": self.soft,
+            "regression": self.regression,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players), by sorting the coalition's columns (the reference)."""
+        stats.n_evaluations += 1
+        rows = np.unique(np.asarray(players, dtype=np.int64))
+        if len(rows) == 0:
+            return -float(np.mean(self.y_test**2)) if self.regression else 0.0
+        nearest = min(self.k, len(rows))
+        ranked = np.argsort(self.distances[:, rows], axis=1, kind="stable")
+        votes = self.y_train[rows][ranked[:, :nearest]]
+        if self.regression:
+            errors = votes.sum(axis=1) / self.k - self.y_test
+            return -float(np.mean(errors * errors))
+        hits = int((votes == self.y_test[:, None]).sum())
+        return hits / ((nearest if self.soft else self.k) * self.n_test)
+
+    def shapley_moments(self, start: int, stop: int) -> Moments:
+        """Per-player moments over test points ``start .. stop-1``."""
+        block = max(1, min(stop - start, _block_rows(self.memory_budget, self.n)))
+        work = _Workspace.reused(block, self.n)
+        sums = MomentSums(self.n)
+        for t0 in range(start, stop, block):
+            t1 = min(stop, t0 + block)
+            sums.add(
+                _values_from_distances(
+                    self.distances[t0:t1],
+                    self.y_train,
+                    self.y_test[t0:t1],
+                    self.k,
+                    None,
+                    self.n,
+                    work,
+                    self.soft,
+                    self.regression,
+                )
+            )
+        return sums.moments()
+
+
+def _as_distance_matrix(distances: Any) -> np.ndarray:
+    """A dense float64 matrix of distances >= 0, with the entries a sparse
+    matrix does not store (and infinite ones) as the largest float."""
+    if hasattr(distances, "tocoo"):
+        graph = distances.tocoo()
+        dense = np.full(graph.shape, np.inf)
+        dense[graph.row, graph.col] = graph.data
+    else:
+        dense = np.array(distances, dtype=np.float64)
+    if dense.ndim != 2:
+        raise ValueError("distances must be a (n_test, n_train) matrix")
+    if np.isnan(dense).any() or (dense < 0).any():
+        raise ValueError("distances must be >= 0 and not NaN")
+    # the largest float still sorts after every finite distance (its bits
+    # are the largest of the sort keys) without inf - inf in the gaps
+    dense[np.isinf(dense)] = np.finfo(np.float64).max
+    return np.ascontiguousarray(dense + 0.0)
+
+
+class PrecomputedKNNShapleyValuation(Valuation):
+    """Exact KNN-Shapley values (hard, soft-label or regression) from a
+    precomputed distance matrix or neighbour graph
+    (:class:`PrecomputedKNNUtility`): the recursions of
+    :class:`KNNShapleyValuation` and its variants, ranked by (distance, row
+    index). The whole matrix is broadcast (it is not sharded): at most
+    about a tenth of a worker's memory."""
+
+    method_name = "precomputed_knn_shapley"
+    default_memo = False
+
+    def __init__(
+        self,
+        distances: Any,
+        y_train: Any,
+        y_test: Any,
+        k: int,
+        *,
+        soft: bool = False,
+        regression: bool = False,
+        memory_budget: int = _DEFAULT_MEMORY,
+    ) -> None:
+        utility = PrecomputedKNNUtility(
+            distances,
+            y_train,
+            y_test,
+            k,
+            soft=soft,
+            regression=regression,
+            memory_budget=memory_budget,
+        )
+        super().__init__(utility, stop=None, seed=0)
+        self.utility: PrecomputedKNNUtility = utility
+
+    def make_plan(self) -> Plan:
+        return KNNShapleyPlan(self.utility.n, self.utility.n_test)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "k": self.utility.k,
+            "soft": self.utility.soft,
+            "regression": self.utility.regression,
+            "tie_break": "training row index",
         }
