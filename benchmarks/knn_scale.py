@@ -2,6 +2,12 @@
 
     python benchmarks/knn_scale.py                   # 1 000 000 x 1 000, 2 workers
     python benchmarks/knn_scale.py --n-train 100000 --n-test 200   # smaller
+    python benchmarks/knn_scale.py --method soft     # or regression, threshold
+
+``--method`` picks the member of the KNN family: ``knn`` (KNN-Shapley),
+``soft`` (soft-label), ``regression`` (the targets are then ``x[:, 0] +
+y``, a continuous target from the same data) or ``threshold`` (radius
+``--threshold``); the ideal is that of KNN-Shapley in every case.
 
 Synthetic data made here: ``make_classification(n_samples=n_train + n_test,
 n_features=20, n_informative=10, n_redundant=5, random_state=42)``, the first
@@ -51,11 +57,26 @@ def make_data(n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
+def make_valuation(args: argparse.Namespace, arrays: tuple[np.ndarray, ...]) -> Any:
+    """The valuation of ``--method`` on the data."""
+    import daskval as dv
+
+    if args.method == "regression":
+        x_train, y_train, x_test, y_test = arrays
+        targets = (x_train[:, 0] + y_train, x_test[:, 0] + y_test)
+        data = dv.Dataset(x_train, targets[0], x_test, targets[1])
+        return dv.KNNRegressionShapleyValuation(data, k=args.k)
+    data = dv.Dataset(*arrays)
+    if args.method == "soft":
+        return dv.SoftLabelKNNShapleyValuation(data, k=args.k)
+    if args.method == "threshold":
+        return dv.ThresholdKNNShapleyValuation(data, args.threshold)
+    return dv.KNNShapleyValuation(data, k=args.k)
+
+
 def run_daskval(args: argparse.Namespace) -> dict[str, Any]:
     """One timed valuation on a fresh daskval LocalCluster."""
-    import daskval as dv
     from daskval.engine.cluster import local_cluster
-    from daskval.methods.knn import KNNShapleyValuation
 
     arrays = make_data(args.n_train, args.n_test)
     begin = time.perf_counter()
@@ -68,7 +89,7 @@ def run_daskval(args: argparse.Namespace) -> dict[str, Any]:
         memory = RssMeter().start()
         meter = CpuMeter().start()
         begin = time.perf_counter()
-        valuation = KNNShapleyValuation(dv.Dataset(*arrays), k=args.k)
+        valuation = make_valuation(args, arrays)
         result = valuation.fit(client=client).result_
         wall = time.perf_counter() - begin
         cpu = meter.stop()
@@ -135,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=1_000_000)
     parser.add_argument("--n-test", type=int, default=1_000)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--method", choices=["knn", "soft", "regression", "threshold"], default="knn"
+    )
+    parser.add_argument("--threshold", type=float, default=4.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--ideal-points", type=int, default=20)
     parser.add_argument("--no-ideal", action="store_true")
@@ -153,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": args.n_train,
         "n_test": args.n_test,
         "k": args.k,
+        "method": args.method,
+        "threshold": args.threshold if args.method == "threshold" else None,
         "workers": args.workers,
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -162,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     gb = daskval["peak_rss_bytes"] / 2**30
     print(
-        f"KNN-Shapley {args.n_train} x {args.n_test}, d=20, k={args.k},"
+        f"KNN-Shapley ({args.method}) {args.n_train} x {args.n_test}, d=20,"
+        f" k={args.k},"
         f" {args.workers} workers (load {load_before[0]:.1f} -> "
         f"{report['load_after'][0]:.1f})\n"
         f"  daskval: wall {daskval['wall_seconds']:.1f} s (start-up"

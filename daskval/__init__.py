@@ -20,17 +20,21 @@ from daskval.methods import (
     BetaShapleyValuation,
     DataOOBValuation,
     GroupTestingShapleyValuation,
+    KNNRegressionShapleyValuation,
     KNNShapleyValuation,
     LeastCoreValuation,
     LOOValuation,
+    PrecomputedKNNShapleyValuation,
     SemivalueValuation,
     ShapleyValuation,
+    SoftLabelKNNShapleyValuation,
+    ThresholdKNNShapleyValuation,
     Valuation,
     WeightedBanzhafValuation,
 )
 from daskval.methods.core import solve_least_core
 from daskval.methods.group_testing import group_testing_sample_size
-from daskval.methods.knn import KNNUtility
+from daskval.methods.knn import KNNUtility, ThresholdKNNUtility
 from daskval.methods.oob import OOBUtility
 from daskval.methods.regression import RegressionSampler
 from daskval.result import ValuationResult
@@ -71,6 +75,7 @@ __all__ = [
     "ExactSampler",
     "FunctionUtility",
     "GroupTestingShapleyValuation",
+    "KNNRegressionShapleyValuation",
     "KNNShapleyValuation",
     "KNNUtility",
     "LOOValuation",
@@ -84,6 +89,7 @@ __all__ = [
     "OOBUtility",
     "OwenSampler",
     "PermutationSampler",
+    "PrecomputedKNNShapleyValuation",
     "RankStable",
     "RegressionSampler",
     "RelativeTruncation",
@@ -92,6 +98,9 @@ __all__ = [
     "SemivalueValuation",
     "Shapley",
     "ShapleyValuation",
+    "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
+    "ThresholdKNNUtility",
     "StoppingCriterion",
     "StratifiedSampler",
     "UniformSampler",

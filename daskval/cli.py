@@ -848,7 +848,7 @@ def _run_options() -> list[Option]:
             _positive_int,
             2000,
             "model fits the method may spend (utility evaluations, bootstraps "
-            "or sampled coalitions; ignored by loo and knn-shapley) "
+            "or sampled coalitions; ignored by loo and the knn-* methods) "
             "(default: 2000)",
             "FITS",
         ),

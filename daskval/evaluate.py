@@ -679,11 +679,14 @@ class MethodSpec:
         ``build(data, model, budget, seed) -> Valuation``.
     classification_only : bool
         True when it values classifiers only.
+    regression_only : bool
+        True when it values regression targets only.
     """
 
     help: str
     build: Callable[[Dataset, Any, int, int], Valuation]
     classification_only: bool = False
+    regression_only: bool = False
 
 
 def _utility(data: Dataset, model: Any) -> ModelUtility:
@@ -764,20 +767,38 @@ def _build_group_testing(
     )
 
 
-def _build_knn(data: Dataset, model: Any, budget: int, seed: int) -> Valuation:
+def _standardised(data: Dataset) -> Dataset:
+    """The dataset with features standardised on the training split (KNN
+    distances need comparable features)."""
     from sklearn.preprocessing import StandardScaler
 
-    from daskval.methods.knn import KNNShapleyValuation
-
-    # distances need comparable features; the model is not used
     scaler = StandardScaler().fit(data.x_train)
-    scaled = Dataset(
+    return Dataset(
         scaler.transform(data.x_train),
         data.y_train,
         scaler.transform(data.x_test),
         data.y_test,
     )
-    return KNNShapleyValuation(scaled, k=5)
+
+
+def _build_knn(data: Dataset, model: Any, budget: int, seed: int) -> Valuation:
+    from daskval.methods.knn import KNNShapleyValuation
+
+    return KNNShapleyValuation(_standardised(data), k=5)
+
+
+def _build_soft_knn(data: Dataset, model: Any, budget: int, seed: int) -> Valuation:
+    from daskval.methods.knn import SoftLabelKNNShapleyValuation
+
+    return SoftLabelKNNShapleyValuation(_standardised(data), k=5)
+
+
+def _build_knn_regression(
+    data: Dataset, model: Any, budget: int, seed: int
+) -> Valuation:
+    from daskval.methods.knn import KNNRegressionShapleyValuation
+
+    return KNNRegressionShapleyValuation(_standardised(data), k=5)
 
 
 #: method name -> MethodSpec (``random`` is the baseline, no valuation run)
@@ -813,6 +834,18 @@ METHODS: dict[str, MethodSpec] = {
         _build_knn,
         classification_only=True,
     ),
+    "soft-knn-shapley": MethodSpec(
+        "exact soft-label KNN-Shapley (k=5, standardised features; the model is "
+        "not used, budget ignored)",
+        _build_soft_knn,
+        classification_only=True,
+    ),
+    "knn-regression-shapley": MethodSpec(
+        "exact KNN-Shapley of the KNN regression game (k=5, standardised "
+        "features; the model is not used, budget ignored)",
+        _build_knn_regression,
+        regression_only=True,
+    ),
 }
 
 #: the name of the random valuation, the baseline row of every comparison
@@ -826,6 +859,8 @@ def check_method(name: str, task: str) -> str:
         raise ValueError(f"method must be one of {known}, got {name!r}")
     if name in METHODS and METHODS[name].classification_only and task != CLASSIFICATION:
         raise ValueError(f"method {name!r} values classifiers only, not {task}")
+    if name in METHODS and METHODS[name].regression_only and task == CLASSIFICATION:
+        raise ValueError(f"method {name!r} values regression targets only, not {task}")
     return name
 
 

@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 
+import daskval as dv
 from daskval import datasets as ds
 from daskval import evaluate as ev
 from daskval.result import ValuationResult
@@ -203,7 +204,9 @@ def test_curve_bad_input_fails_before_any_cluster_work(
 # -- methods by name and the comparison ------------------------------------------
 def test_every_method_builds_for_classification(noisy: ds.ExperimentData) -> None:
     model = ev.make_model("logistic", "classification")
-    for method in ev.METHODS:
+    for method, spec in ev.METHODS.items():
+        if spec.regression_only:
+            continue
         valuation = ev.make_valuation(method, noisy.dataset(), model, budget=100)
         assert valuation.utility.n == noisy.n_train
 
@@ -217,6 +220,23 @@ def test_models_and_methods_by_name_refuse_unknowns() -> None:
         ev.check_method("shapely", "classification")
     with pytest.raises(ValueError, match="classifiers only"):
         ev.check_method("knn-shapley", "regression")
+    with pytest.raises(ValueError, match="regression targets only"):
+        ev.check_method("knn-regression-shapley", "classification")
+
+
+def test_the_knn_family_builds_by_name() -> None:
+    rng = np.random.default_rng(0)
+    x, x_test = rng.normal(size=(20, 3)), rng.normal(size=(5, 3))
+    target = dv.Dataset(x, rng.normal(size=20), x_test, rng.normal(size=5))
+    labels = dv.Dataset(x, rng.integers(0, 2, 20), x_test, rng.integers(0, 2, 5))
+    for name, data, kind in [
+        ("knn-regression-shapley", target, dv.KNNRegressionShapleyValuation),
+        ("soft-knn-shapley", labels, dv.SoftLabelKNNShapleyValuation),
+    ]:
+        assert ev.check_method(
+            name, "regression" if data is target else "classification"
+        )
+        assert isinstance(ev.make_valuation(name, data, None, budget=1), kind)
 
 
 def test_compare_methods_ranks_against_the_random_baseline(

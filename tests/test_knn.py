@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client
+from helpers.enumeration import brute_force_shapley
 
 import daskval as dv
 from daskval.methods.knn import (
@@ -60,26 +61,6 @@ def plain_utility(data: dv.Dataset, k: int, metric: str, rows: list[int]) -> flo
         ranked = sorted(rows, key=lambda r: (plain_distance(x[r], t, metric), r))
         total += sum(y[r] == label for r in ranked[:k]) / k
     return total / len(data.y_test)
-
-
-def brute_force_shapley(utility: KNNUtility) -> np.ndarray:
-    """Shapley values from the utilities of all 2^n coalitions."""
-    n = utility.n
-    table = {
-        mask: utility(np.array([i for i in range(n) if mask >> i & 1], dtype=int))
-        for mask in range(2**n)
-    }
-    values = np.zeros(n)
-    for i in range(n):
-        for mask in range(2**n):
-            if mask >> i & 1:
-                continue
-            size = bin(mask).count("1")
-            weight = math.factorial(size) * math.factorial(n - size - 1)
-            values[i] += (
-                weight / math.factorial(n) * (table[mask | 1 << i] - table[mask])
-            )
-    return values
 
 
 def small_problem(
@@ -299,7 +280,7 @@ def test_bad_data() -> None:
     with pytest.raises(TypeError, match=r"data must be a daskval\.Dataset"):
         KNNShapleyValuation((x, x), 3)  # type: ignore[arg-type]
     regression = dv.Dataset(x, rng.normal(size=20), x_test, rng.normal(size=5))
-    with pytest.raises(ValueError, match="regression variant is not implemented"):
+    with pytest.raises(ValueError, match="KNNRegressionShapleyValuation"):
         KNNShapleyValuation(regression, 3)
     x_nan = x.copy()
     x_nan[3, 1] = np.nan

@@ -3,7 +3,13 @@
 from daskval.methods.base import Valuation
 from daskval.methods.core import LeastCoreValuation
 from daskval.methods.group_testing import GroupTestingShapleyValuation
-from daskval.methods.knn import KNNShapleyValuation
+from daskval.methods.knn import (
+    KNNRegressionShapleyValuation,
+    KNNShapleyValuation,
+    PrecomputedKNNShapleyValuation,
+    SoftLabelKNNShapleyValuation,
+    ThresholdKNNShapleyValuation,
+)
 from daskval.methods.loo import LOOValuation
 from daskval.methods.oob import DataOOBValuation
 from daskval.methods.semivalue import (
@@ -19,11 +25,15 @@ __all__ = [
     "BetaShapleyValuation",
     "DataOOBValuation",
     "GroupTestingShapleyValuation",
+    "KNNRegressionShapleyValuation",
     "KNNShapleyValuation",
     "LOOValuation",
     "LeastCoreValuation",
+    "PrecomputedKNNShapleyValuation",
     "SemivalueValuation",
     "ShapleyValuation",
+    "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
     "Valuation",
     "WeightedBanzhafValuation",
 ]

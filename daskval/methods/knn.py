@@ -60,6 +60,7 @@ exactly that of the careful distances.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,14 @@ from daskval.methods.base import Valuation
 from daskval.plan import EnumerationPlan, Estimate, Plan
 from daskval.utility import EvalStats, Sharding, Utility, _sha
 
-__all__ = ["KNNShapleyValuation", "KNNUtility"]
+__all__ = [
+    "KNNShapleyValuation",
+    "KNNUtility",
+    "KNNRegressionShapleyValuation",
+    "SoftLabelKNNShapleyValuation",
+    "ThresholdKNNShapleyValuation",
+    "ThresholdKNNUtility",
+]
 
 METRICS = ("euclidean", "sqeuclidean", "manhattan", "cosine")
 # bytes of (block x N) temporaries per element of a sub-block (distances, sort
@@ -114,9 +122,8 @@ def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
     if kind not in ("binary", "multiclass"):
         raise ValueError(
             "KNN-Shapley values classifiers: y_train must hold class labels, "
-            f"but scikit-learn sees a {kind!r} target. The regression variant is "
-            "not implemented; bin the target or use a model-based method such "
-            "as ShapleyValuation with a KNeighborsRegressor"
+            f"but scikit-learn sees a {kind!r} target; value a regression "
+            "target with KNNRegressionShapleyValuation"
         )
     train, test = np.asarray(y_train), np.asarray(y_test)
     try:
@@ -127,6 +134,23 @@ def _check_labels(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
         ) from exc
     codes = codes.astype(np.int32)
     return codes[: len(train)], codes[len(train) :]
+
+
+def _check_targets(y_train: Any, y_test: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits' regression targets as finite float64 vectors."""
+    targets = []
+    for name, value in (("y_train", y_train), ("y_test", y_test)):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"KNN regression needs numeric targets: {name} cannot be "
+                f"converted to float64 ({exc})"
+            ) from exc
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or infinite targets")
+        targets.append(np.ascontiguousarray(array))
+    return targets[0], targets[1]
 
 
 def _centre(x: np.ndarray) -> np.ndarray:
@@ -337,6 +361,8 @@ class KNNUtility(Utility):
         metric: str = "euclidean",
         memory_budget: int = _DEFAULT_MEMORY,
         rows_per_shard: int | None = None,
+        soft: bool = False,
+        regression: bool = False,
     ) -> None:
         if not isinstance(data, Dataset):
             raise TypeError(
@@ -346,6 +372,9 @@ class KNNUtility(Utility):
         if not isinstance(metric, str) or metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         self.metric = metric
+        self.soft, self.regression = bool(soft), bool(regression)
+        if self.soft and self.regression:
+            raise ValueError("soft labels are for classification, not regression")
         self.memory_budget = check_positive_int(memory_budget, "memory_budget")
         # a hint to the engine (ShardableUtility); the engine also shards on
         # its own when the training set is too large to broadcast
@@ -367,7 +396,8 @@ class KNNUtility(Utility):
         # training points as columns: the distance loops read contiguous rows
         self.train_t = np.ascontiguousarray((x_train - centre).T)
         self.x_test = x_test - centre
-        self.y_train, self.y_test = _check_labels(data.y_train, data.y_test)
+        check = _check_targets if self.regression else _check_labels
+        self.y_train, self.y_test = check(data.y_train, data.y_test)
         self.n_train, self.n_test = x_train.shape[0], self.x_test.shape[0]
         self.train_squares = np.einsum("ij,ij->j", self.train_t, self.train_t)
         self.max_train_square = float(self.train_squares.max())
@@ -400,8 +430,15 @@ class KNNUtility(Utility):
         if self._fingerprint is None:
             data = self.data
             assert data is not None, "fingerprint() is computed on the client"
+            # the soft game is another game; the hard one keeps its old hash
+            parts = ["soft"] if self.soft else []
+            parts += ["regression"] if self.regression else []
             self._fingerprint = _sha(
-                "daskval.KNNUtility/1", data.fingerprint(), str(self.k), self.metric
+                "daskval.KNNUtility/1",
+                data.fingerprint(),
+                str(self.k),
+                self.metric,
+                *parts,
             )
         return self._fingerprint
 
@@ -415,6 +452,8 @@ class KNNUtility(Utility):
             "n": self.n,
             "k": self.k,
             "metric": self.metric,
+            "soft": self.soft,
+            "regression": self.regression,
             "n_train": self.n_train,
             "n_test": self.n_test,
         }
@@ -443,19 +482,27 @@ class KNNUtility(Utility):
         else:
             rows = np.flatnonzero(np.isin(self.row_players, players))
         if len(rows) == 0:
-            return 0.0
+            # regression: the prediction of no neighbours is 0
+            return -float(np.mean(self.y_test**2)) if self.regression else 0.0
         nearest = min(self.k, len(rows))
         columns = np.ascontiguousarray(self.train_t[:, rows])
         norms = None if self.train_norms is None else self.train_norms[rows]
         labels = self.y_train[rows]
         block = self._block_size(len(rows))
-        hits = 0
+        hits, squares = 0, 0.0
         for t0 in range(0, self.n_test, block):
             t1 = min(self.n_test, t0 + block)
             dist = _distances(self.x_test[t0:t1], columns, self.metric, norms)
             ranked = np.argsort(dist, axis=1, kind="stable")[:, :nearest]
-            hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
-        return hits / (self.k * self.n_test)
+            if self.regression:
+                errors = labels[ranked].sum(axis=1) / self.k - self.y_test[t0:t1]
+                squares += float(np.sum(errors * errors))
+            else:
+                hits += int((labels[ranked] == self.y_test[t0:t1, None]).sum())
+        if self.regression:
+            return -squares / self.n_test
+        # soft labels: the fraction of the min(K, |S|) neighbours, not of K
+        return hits / ((nearest if self.soft else self.k) * self.n_test)
 
     # -- the closed form -------------------------------------------------------------
     def _fast_distances(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
@@ -518,6 +565,8 @@ class KNNUtility(Utility):
             self.row_players,
             self.n,
             work,
+            self.soft,
+            self.regression,
         )
 
     def shapley_moments(self, start: int, stop: int) -> Moments:
@@ -566,8 +615,12 @@ class KNNUtility(Utility):
             for start in range(0, self.n_train, rows)
         ]
         return Sharding(
-            KNNShardCore(self), shards, rows, self._block_size(self.n_train)
+            self._shard_core(), shards, rows, self._block_size(self.n_train)
         )
+
+    def _shard_core(self) -> KNNShardCore:
+        """What every worker holds in a sharded run."""
+        return KNNShardCore(self)
 
 
 @dataclass
@@ -591,7 +644,8 @@ class KNNShardCore(Utility):
 
     def __init__(self, utility: KNNUtility) -> None:
         self.n, self.default = utility.n, utility.default
-        self.k, self.metric = utility.k, utility.metric
+        self.k, self.metric, self.soft = utility.k, utility.metric, utility.soft
+        self.regression = utility.regression
         self.memory_budget = utility.memory_budget
         self.n_train, self.n_test = utility.n_train, utility.n_test
         self.x_test, self.y_test = utility.x_test, utility.y_test
@@ -624,6 +678,23 @@ class KNNShardCore(Utility):
 
     def with_parts(self, start: int, stop: int, parts: Sequence[Any]) -> Utility:
         return _JoinedShards(self, start, stop, parts)
+
+    def block_values(
+        self, distances: np.ndarray, start: int, stop: int, work: _Workspace
+    ) -> np.ndarray:
+        """Values (test points ``start .. stop-1`` x players) from their
+        careful distances to every training point (kept unchanged)."""
+        return _values_from_distances(
+            distances,
+            self.y_train,
+            self.y_test[start:stop],
+            self.k,
+            self.row_players,
+            self.n,
+            work,
+            self.soft,
+            self.regression,
+        )
 
 
 class _JoinedShards(Utility):
@@ -660,27 +731,36 @@ class _JoinedShards(Utility):
         for t0 in range(start, stop, block):
             t1 = min(stop, t0 + block)
             rows = exact[t0 - self.start : t1 - self.start]
-            dist = work.dist[: t1 - t0]
-            dist[...] = rows  # _order overwrites its input; ``rows`` is kept
-            order = _order(
-                dist,
-                np.zeros(t1 - t0),  # the distances are the careful ones
-                max(1, (n - 1).bit_length()),
-                work,
-                functools.partial(_pick, rows),
-            )
-            sums.add(
-                _values(
-                    order,
-                    core.y_train,
-                    core.y_test[t0:t1],
-                    core.k,
-                    core.row_players,
-                    core.n,
-                    work,
-                )
-            )
+            sums.add(core.block_values(rows, t0, t1, work))
         return sums.moments()
+
+
+def _values_from_distances(
+    distances: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    row_players: np.ndarray | None,
+    n_players: int,
+    work: _Workspace,
+    soft: bool,
+    regression: bool,
+) -> np.ndarray:
+    """Values (test points x players) from exact distances (>= 0, kept
+    unchanged), ranked by (distance, row index)."""
+    rows, n = distances.shape
+    dist = work.dist[:rows]
+    dist[...] = distances  # _order overwrites its input
+    order = _order(
+        dist,
+        np.zeros(rows),  # the distances are exact
+        max(1, (n - 1).bit_length()),
+        work,
+        functools.partial(_pick, distances),
+    )
+    return _values(
+        order, labels, test_labels, k, row_players, n_players, work, soft, regression
+    )
 
 
 def _pick(distances: np.ndarray, r: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -703,25 +783,23 @@ def _values(
     row_players: np.ndarray | None,
     n_players: int,
     work: _Workspace,
+    soft: bool = False,
+    regression: bool = False,
 ) -> np.ndarray:
     """The recursion: values (test points x players) from each test point's
     training rows in rank order (``order``, nearest first).
 
-    A view of ``work.dist`` without groups; with groups (``row_players``:
-    the player of each row) a group's value is the sum of its members'.
+    ``labels`` and ``test_labels`` are class codes, or regression targets
+    with ``regression``. A view of ``work.dist`` without groups; with groups
+    (``row_players``: the player of each row) a group's value is the sum of
+    its members'.
     """
     rows = order.shape[0]
     dist, ranked = work.dist[:rows], work.spare[:rows].view(np.float64)
-    # m_i = 1[y_{alpha_i} = y_t], in rank order
-    matches = np.equal(
-        np.take(labels, order), test_labels[:, None], out=work.flags[:rows]
-    )
-    ranked[...] = matches
-    # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
-    # w_i = min(K, i) / (K i)
-    np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
-    dist[:, -1] = ranked[:, -1]
-    dist *= work.weights(k)
+    if regression:
+        _regression_increments(order, labels, test_labels, k, work)
+    else:
+        _classification_increments(order, labels, test_labels, k, soft, work)
     # s_i = sum_{j >= i} increment_j, still in rank order
     np.cumsum(dist[:, ::-1], axis=1, out=ranked[:, ::-1])
     if row_players is None:
@@ -737,6 +815,84 @@ def _values(
         slots.ravel(), weights=ranked.ravel(), minlength=rows * n_players
     )
     return summed.reshape(rows, n_players)
+
+
+def _classification_increments(
+    order: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    k: int,
+    soft: bool,
+    work: _Workspace,
+) -> None:
+    """s_i - s_{i+1} (and s_N last) of the label-match games, in rank order,
+    into ``work.dist``."""
+    rows = order.shape[0]
+    dist, ranked = work.dist[:rows], work.spare[:rows].view(np.float64)
+    # m_i = 1[y_{alpha_i} = y_t], in rank order
+    matches = np.equal(
+        np.take(labels, order), test_labels[:, None], out=work.flags[:rows]
+    )
+    ranked[...] = matches
+    # increments: (m_i - m_{i+1}) w_i, and m_N w_N last, with
+    # w_i = min(K, i) / (K i) (soft labels: see _soft_weights)
+    np.subtract(ranked[:, :-1], ranked[:, 1:], out=dist[:, :-1])
+    dist[:, -1] = ranked[:, -1]
+    dist *= _soft_weights(work.n, k) if soft else work.weights(k)
+    if soft:
+        dist[:, -1] = _soft_last(ranked, k)
+
+
+def _regression_increments(
+    order: np.ndarray,
+    targets: np.ndarray,
+    test_targets: np.ndarray,
+    k: int,
+    work: _Workspace,
+) -> None:
+    """s_i - s_{i+1} (and s_N last) of the KNN regression game, in rank
+    order, into ``work.dist`` (see :class:`KNNRegressionShapleyValuation`
+    for the formulas)."""
+    rows, n = order.shape
+    dist = work.dist[:rows]
+    y = np.take(targets, order)  # y_{alpha_i}, rank order
+    t = test_targets[:, None]
+    h, alpha, beta = _regression_weights(n, k)
+    last = y[:, -1] / k
+    near = y[:, :-1].sum(axis=1)
+    q = min(k, n)
+    spread = q * (q - 1) / ((n - 1) * k) * near if n > 1 else 0.0
+    dist[:, -1] = -last / n * (spread + q * (last - 2.0 * test_targets))
+    if n == 1:
+        return
+    # E_i: alpha_i (y_1 + ... + y_{i-1}) + sum_{j >= i+2} beta_j y_j
+    expected = np.zeros((rows, n - 1))
+    prefix = np.cumsum(y[:, :-2], axis=1)
+    expected[:, 1:] = alpha[1:-1] * prefix
+    tail = np.cumsum((beta[2:] * y[:, 2:])[:, ::-1], axis=1)[:, ::-1]
+    expected[:, :-1] += tail
+    pair = y[:, :-1] + y[:, 1:]
+    bracket = (2.0 * expected + pair * h[:-1]) / k - 2.0 * t * h[:-1]
+    np.multiply(y[:, :-1] - y[:, 1:], bracket, out=dist[:, :-1])
+    dist[:, :-1] *= -1.0 / k
+
+
+@functools.lru_cache(maxsize=2)
+def _regression_weights(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For ranks i = 1 .. n: h_i = min(K, i) / i, alpha_i = m (m - 1) /
+    (2 i (i - 1)) with m = min(K, i) (0 at i = 1), beta_i = q (q + 1) /
+    (2 (i - 1) (i - 2)) with q = min(K - 1, i - 2) (0 at i <= 2)."""
+    ranks = np.arange(1, n + 1, dtype=np.float64)
+    m = np.minimum(k, ranks)
+    q = np.minimum(k - 1, ranks - 2)
+    alpha = np.zeros(n)
+    beta = np.zeros(n)
+    alpha[1:] = m[1:] * (m[1:] - 1) / (2 * ranks[1:] * (ranks[1:] - 1))
+    beta[2:] = q[2:] * (q[2:] + 1) / (2 * (ranks[2:] - 1) * (ranks[2:] - 2))
+    tables = (m / ranks, alpha, beta)
+    for table in tables:
+        table.flags.writeable = False
+    return tables
 
 
 class MomentSums:
@@ -809,6 +965,38 @@ def _rank_weights(n: int, k: int) -> np.ndarray:
     weights = np.minimum(k, ranks) / (k * ranks)
     weights.flags.writeable = False
     return weights
+
+
+def _harmonic(n: int) -> float:
+    """H_n = 1 + 1/2 + ... + 1/n (0 for n = 0)."""
+    return float(np.sum(1.0 / np.arange(1, n + 1))) if n > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=2)
+def _soft_weights(n: int, k: int) -> np.ndarray:
+    """The soft-label recursion's w_i = min(K, i) / (K i) + c for ranks
+    i < n, with c = (H_q - q / K) / (n - 1), q = min(K, n - 1): the pairs of
+    coalitions of fewer than K points, where the vote is divided by
+    |S| + 1 instead of K, add c to every rank. The last entry is unused."""
+    weights = _rank_weights(n, k).copy()
+    if n > 1:
+        q = min(k, n - 1)
+        weights[:-1] += (_harmonic(q) - q / k) / (n - 1)
+    weights.flags.writeable = False
+    return weights
+
+
+def _soft_last(matches: np.ndarray, k: int) -> np.ndarray:
+    """s_N of the soft-label game, for every row of ``matches`` (rank
+    order): (m_N H_q - M / (N - 1) (H_q - 1)) / N with q = min(K, N) and M
+    the matches of the N - 1 nearer points (s_N = m_N when N = 1)."""
+    n = matches.shape[1]
+    last = matches[:, -1]
+    if n == 1:
+        return last.copy()
+    h = _harmonic(min(k, n))
+    nearer = matches.sum(axis=1) - last
+    return (last * h - nearer / (n - 1) * (h - 1.0)) / n
 
 
 @functools.lru_cache(maxsize=2)
@@ -913,6 +1101,10 @@ class KNNShapleyValuation(Valuation):
 
     method_name = "knn_shapley"
     default_memo = False  # the closed form evaluates no coalitions
+    #: the game divides the votes by min(K, |S|) (soft labels), not by K
+    soft_labels = False
+    #: the game is KNN regression's negative squared error
+    regression_targets = False
 
     def __init__(
         self,
@@ -929,6 +1121,8 @@ class KNNShapleyValuation(Valuation):
             metric=metric,
             memory_budget=memory_budget,
             rows_per_shard=train_chunk_size,
+            soft=self.soft_labels,
+            regression=self.regression_targets,
         )
         super().__init__(utility, stop=None, seed=0)
         self.utility: KNNUtility = utility
@@ -945,4 +1139,499 @@ class KNNShapleyValuation(Valuation):
             "metric": self.utility.metric,
             "tie_break": "training row index",
             "group_values": "sum of member values" if grouped else None,
+        }
+
+
+class SoftLabelKNNShapleyValuation(KNNShapleyValuation):
+    """Exact soft-label KNN-Shapley values (the soft-label KNN game of Wang
+    & Jia, "A note on efficient computation of KNN-Shapley").
+
+    The game of test point ``t`` divides the label matches of the
+    ``min(K, |S|)`` nearest points of ``S`` by ``min(K, |S|)`` (the soft-label
+    classifier's probability of ``t``'s label), not by K; ``U_t({}) = 0``.
+    With ranks and matches as in :class:`KNNShapleyValuation`, ``q =
+    min(K, N - 1)``, ``H_j`` the harmonic numbers and ``M`` the matches of
+    the ``N - 1`` nearest points,
+
+        s_{alpha_N} = (m_N H_{min(K, N)} - M / (N - 1) (H_{min(K, N)} - 1)) / N,
+        s_{alpha_i} = s_{alpha_{i+1}} + (m_i - m_{i+1}) (min(K, i) / (K i)
+                      + (H_q - q / K) / (N - 1)).
+
+    The extra constant comes from the coalitions of fewer than K points
+    (their vote is divided by their size); the last point's value from its
+    marginal over coalitions of fewer than K points, whose expected matches
+    are ``|S| M / (N - 1)``. Same cost, parameters, sharding and tie rule as
+    :class:`KNNShapleyValuation`; the values sum to ``u(all points)``.
+    """
+
+    method_name = "soft_label_knn_shapley"
+    soft_labels = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labels": "soft"}
+
+
+class KNNRegressionShapleyValuation(KNNShapleyValuation):
+    """Exact KNN-Shapley values for a regression target (the unweighted KNN
+    regression game of Jia et al., 2019b).
+
+    The game of test point ``t`` is the negative squared error of the mean
+    target of the K nearest points of ``S`` (divided by K even when ``S``
+    has fewer points):
+
+        U_t(S) = -((1/K) sum_{k <= min(K, |S|)} y_{alpha_k(S)} - y_t)^2,
+
+    so ``U_t({}) = -y_t^2`` and the values sum to ``u(all) - u({})``. With
+    all N points ranked by distance to ``t``, ``h_i = min(K, i) / i``,
+    ``alpha_i = m (m - 1) / (2 i (i - 1))`` (``m = min(K, i)``) and
+    ``beta_j = q (q + 1) / (2 (j - 1) (j - 2))`` (``q = min(K - 1, j - 2)``),
+    the recursion (derived from the pair difference ``U(S + i) - U(S + i+1)``
+    over uniformly sized coalitions; ``alpha_i`` and ``beta_j`` are the
+    weights with which a nearer point ``j < i``, or a farther one ``j > i +
+    1``, is among the neighbours next to ``i``) is
+
+        E_i = alpha_i sum_{j < i} y_j + sum_{j > i+1} beta_j y_j,
+        s_{alpha_i} = s_{alpha_{i+1}} - (y_i - y_{i+1}) / K
+                      ((2 E_i + (y_i + y_{i+1}) h_i) / K - 2 y_t h_i),
+        s_{alpha_N} = -(y_N / (K N)) (q' (q' - 1) / ((N - 1) K) sum_{j < N} y_j
+                      + q' (y_N / K - 2 y_t)),  q' = min(K, N),
+
+    O(N) per test point after the sort (prefix and suffix sums). Same
+    parameters, sharding and tie rule as :class:`KNNShapleyValuation`; the
+    targets must be finite numbers.
+    """
+
+    method_name = "knn_regression_shapley"
+    regression_targets = True
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "target": "regression"}
+
+
+class ThresholdKNNUtility(KNNUtility):
+    """The threshold-KNN classification game (Wang, Yang & Jia, "Threshold
+    KNN-Shapley"): every point of ``S`` within distance ``threshold`` of test
+    point ``t`` votes, and
+
+        U_t(S) = (matches among them) / (their number),  or 1/C when none,
+
+    with C the number of classes; u(S) is the mean over test points.
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features; class labels.
+    threshold : float
+        The radius tau >= 0, in the metric's units (for "euclidean" the
+        careful squared distance is compared with tau^2; "sqeuclidean"
+        compares the squared distance with tau itself).
+    metric, memory_budget, rows_per_shard
+        As for :class:`KNNUtility`.
+    n_classes : int, optional
+        C (default: the number of distinct labels of both splits).
+    """
+
+    def __init__(
+        self,
+        data: Dataset,
+        threshold: float,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+        rows_per_shard: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
+        super().__init__(
+            data,
+            1,
+            metric=metric,
+            memory_budget=memory_budget,
+            rows_per_shard=rows_per_shard,
+        )
+        tau = float(threshold)
+        if not (np.isfinite(tau) and tau >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold}")
+        self.threshold = tau
+        # careful distances are squared for "euclidean"
+        self.radius = tau * tau if metric == "euclidean" else tau
+        present = int(max(self.y_train.max(), self.y_test.max())) + 1
+        self.n_classes = (
+            present if n_classes is None else check_positive_int(n_classes, "n_classes")
+        )
+        if self.n_classes < present:
+            raise ValueError(
+                f"n_classes={self.n_classes} but the labels hold {present} classes"
+            )
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            data = self.data
+            assert data is not None, "fingerprint() is computed on the client"
+            self._fingerprint = _sha(
+                "daskval.ThresholdKNNUtility/1",
+                data.fingerprint(),
+                repr(self.threshold),
+                self.metric,
+                str(self.n_classes),
+            )
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        del described["k"], described["soft"], described["regression"]
+        return {
+            **described,
+            "class": "ThresholdKNNUtility",
+            "threshold": self.threshold,
+            "n_classes": self.n_classes,
+        }
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players), from the careful distances of the coalition's points
+        (the brute-force reference)."""
+        stats.n_evaluations += 1
+        players = np.asarray(players, dtype=np.int64)
+        if self.row_players is None:
+            rows = np.unique(players)
+        else:
+            rows = np.flatnonzero(np.isin(self.row_players, players))
+        if len(rows) == 0:
+            return 1.0 / self.n_classes
+        columns = np.ascontiguousarray(self.train_t[:, rows])
+        norms = None if self.train_norms is None else self.train_norms[rows]
+        dist = _distances(self.x_test, columns, self.metric, norms)
+        inside = dist <= self.radius
+        votes = inside.sum(axis=1)
+        hits = (inside & (self.y_train[rows] == self.y_test[:, None])).sum(axis=1)
+        scores = np.where(votes > 0, hits / np.maximum(votes, 1), 1.0 / self.n_classes)
+        return float(scores.mean())
+
+    def point_values(
+        self, start: int, stop: int, work: _Workspace | None = None
+    ) -> np.ndarray:
+        """Threshold-KNN-Shapley values of every player (columns) for test
+        points ``start .. stop-1`` (rows): who is within the radius is
+        decided by the fast distances, and by the careful ones for the pairs
+        whose fast distance is within its error of the radius."""
+        rows = stop - start
+        work = _Workspace(rows, self.n_train) if work is None else work
+        dist = work.dist[:rows]
+        tolerance = self._fast_distances(start, stop, dist)
+        inside = dist <= self.radius
+        unsure = np.abs(dist - self.radius) <= tolerance[:, None]
+        if unsure.any():
+            r, c = np.nonzero(unsure)
+            norms = None if self.train_norms is None else self.train_norms[c]
+            careful = _pair_distances(
+                self.x_test[start:stop][r], self.train_t[:, c], self.metric, norms
+            )
+            inside[r, c] = careful <= self.radius
+        return _threshold_values(
+            inside,
+            self.y_train,
+            self.y_test[start:stop],
+            self.n_classes,
+            self.row_players,
+            self.n,
+        )
+
+    def _shard_core(self) -> KNNShardCore:
+        return ThresholdShardCore(self)
+
+
+class ThresholdShardCore(KNNShardCore):
+    """The core of a sharded :class:`ThresholdKNNUtility`."""
+
+    def __init__(self, utility: ThresholdKNNUtility) -> None:
+        super().__init__(utility)
+        self.radius, self.n_classes = utility.radius, utility.n_classes
+
+    def block_values(
+        self, distances: np.ndarray, start: int, stop: int, work: _Workspace
+    ) -> np.ndarray:
+        return _threshold_values(
+            distances <= self.radius,
+            self.y_train,
+            self.y_test[start:stop],
+            self.n_classes,
+            self.row_players,
+            self.n,
+        )
+
+
+def _threshold_values(
+    inside: np.ndarray,
+    labels: np.ndarray,
+    test_labels: np.ndarray,
+    n_classes: int,
+    row_players: np.ndarray | None,
+    n_players: int,
+) -> np.ndarray:
+    """Values (test points x players) of the threshold game.
+
+    Only the w points within the radius are not dummies, and among them the
+    game is the mean of their matches m (1/C when empty); with M the matches
+    of the other w - 1,
+
+        phi_i = (m_i - 1/C + (m_i - M / (w - 1)) (H_w - 1)) / w
+
+    (the marginal over a uniform coalition of s >= 1 others is m_i / (s + 1)
+    minus their expected mean, M / (w - 1) / (s + 1)).
+    """
+    matches = inside & (labels[None, :] == test_labels[:, None])
+    w = inside.sum(axis=1)
+    total = matches.sum(axis=1)
+    harmonic = _harmonics(inside.shape[1])[w]
+    m = matches.astype(np.float64)
+    others = (total[:, None] - m) / np.maximum(w - 1, 1)[:, None]
+    values = m - 1.0 / n_classes + (m - others) * (harmonic - 1.0)[:, None]
+    values /= np.maximum(w, 1)[:, None]
+    values[~inside] = 0.0
+    if row_players is None:
+        return values
+    slots = row_players[None, :] + n_players * np.arange(len(w))[:, None]
+    summed = np.bincount(
+        slots.ravel(), weights=values.ravel(), minlength=len(w) * n_players
+    )
+    return summed.reshape(len(w), n_players)
+
+
+@functools.lru_cache(maxsize=2)
+def _harmonics(n: int) -> np.ndarray:
+    """H_0 .. H_n."""
+    table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+    table.flags.writeable = False
+    return table
+
+
+class ThresholdKNNShapleyValuation(KNNShapleyValuation):
+    """Exact threshold-KNN-Shapley values (Wang, Yang & Jia): the game of
+    :class:`ThresholdKNNUtility`, every point within ``threshold`` of a test
+    point voting. A point's value for a test point is zero outside the
+    radius and has the closed form of :func:`_threshold_values` inside: no
+    sort, O(N) per test point after the distances. The values sum to
+    ``u(all) - 1/C``.
+
+    Parameters
+    ----------
+    data : Dataset
+        Numeric features and class labels.
+    threshold : float
+        The radius (see :class:`ThresholdKNNUtility`).
+    metric, memory_budget, train_chunk_size
+        As for :class:`KNNShapleyValuation`.
+    n_classes : int, optional
+        C, the score of a test point with no neighbour being 1/C.
+    """
+
+    method_name = "threshold_knn_shapley"
+
+    def __init__(
+        self,
+        data: Dataset,
+        threshold: float,
+        *,
+        metric: str = "euclidean",
+        memory_budget: int = _DEFAULT_MEMORY,
+        train_chunk_size: int | None = None,
+        n_classes: int | None = None,
+    ) -> None:
+        utility = ThresholdKNNUtility(
+            data,
+            threshold,
+            metric=metric,
+            memory_budget=memory_budget,
+            rows_per_shard=train_chunk_size,
+            n_classes=n_classes,
+        )
+        Valuation.__init__(self, utility, stop=None, seed=0)
+        self.utility: ThresholdKNNUtility = utility
+        self.train_chunk_size = utility.rows_per_shard_hint
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        del described["k"]
+        return {
+            **described,
+            "threshold": self.utility.threshold,
+            "n_classes": self.utility.n_classes,
+        }
+
+
+class PrecomputedKNNUtility(Utility):
+    """The KNN games (hard or soft labels, or regression) from a given
+    distance matrix or neighbour graph instead of features.
+
+    Parameters
+    ----------
+    distances : array or scipy sparse matrix, (n_test, n_train)
+        Distances >= 0 of every test point to every training point. In a
+        sparse matrix (e.g. ``kneighbors_graph(mode="distance")``) the
+        entries not stored are farther than every stored one (they rank
+        after them, by row index), as are infinite entries.
+    y_train, y_test : array-like
+        Class labels, or targets with ``regression``.
+    k : int
+        K >= 1.
+    soft, regression : bool
+        The soft-label or the regression game (see
+        :class:`SoftLabelKNNShapleyValuation`,
+        :class:`KNNRegressionShapleyValuation`).
+    memory_budget : int
+        As for :class:`KNNUtility`.
+    """
+
+    def __init__(
+        self,
+        distances: Any,
+        y_train: Any,
+        y_test: Any,
+        k: int,
+        *,
+        soft: bool = False,
+        regression: bool = False,
+        memory_budget: int = _DEFAULT_MEMORY,
+    ) -> None:
+        self.k = check_positive_int(k, "k")
+        self.memory_budget = check_positive_int(memory_budget, "memory_budget")
+        if soft and regression:
+            raise ValueError("soft labels are for classification, not regression")
+        self.soft, self.regression = bool(soft), bool(regression)
+        self.distances = _as_distance_matrix(distances)
+        check = _check_targets if self.regression else _check_labels
+        self.y_train, self.y_test = check(y_train, y_test)
+        self.n_test, self.n_train = self.distances.shape
+        if (len(self.y_train), len(self.y_test)) != (self.n_train, self.n_test):
+            raise ValueError(
+                f"distances are {self.distances.shape} (n_test, n_train) but "
+                f"there are {len(self.y_test)} test and {len(self.y_train)} "
+                "training targets"
+            )
+        self.n, self.default = self.n_train, 0.0
+        self.row_players: np.ndarray | None = None
+        self._fingerprint = _sha(
+            "daskval.PrecomputedKNNUtility/1",
+            hashlib.sha256(self.distances.tobytes()).hexdigest(),
+            hashlib.sha256(self.y_train.tobytes()).hexdigest(),
+            hashlib.sha256(self.y_test.tobytes()).hexdigest(),
+            str(self.k),
+            str(self.soft),
+            str(self.regression),
+        )
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "class": "PrecomputedKNNUtility",
+            "n": self.n,
+            "k": self.k,
+            "soft": self.soft,
+            "regression": self.regression,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+
+    def evaluate(self, players: np.ndarray, stats: EvalStats) -> float:
+        """u(players), by sorting the coalition's columns (the reference)."""
+        stats.n_evaluations += 1
+        rows = np.unique(np.asarray(players, dtype=np.int64))
+        if len(rows) == 0:
+            return -float(np.mean(self.y_test**2)) if self.regression else 0.0
+        nearest = min(self.k, len(rows))
+        ranked = np.argsort(self.distances[:, rows], axis=1, kind="stable")
+        votes = self.y_train[rows][ranked[:, :nearest]]
+        if self.regression:
+            errors = votes.sum(axis=1) / self.k - self.y_test
+            return -float(np.mean(errors * errors))
+        hits = int((votes == self.y_test[:, None]).sum())
+        return hits / ((nearest if self.soft else self.k) * self.n_test)
+
+    def shapley_moments(self, start: int, stop: int) -> Moments:
+        """Per-player moments over test points ``start .. stop-1``."""
+        block = max(1, min(stop - start, _block_rows(self.memory_budget, self.n)))
+        work = _Workspace.reused(block, self.n)
+        sums = MomentSums(self.n)
+        for t0 in range(start, stop, block):
+            t1 = min(stop, t0 + block)
+            sums.add(
+                _values_from_distances(
+                    self.distances[t0:t1],
+                    self.y_train,
+                    self.y_test[t0:t1],
+                    self.k,
+                    None,
+                    self.n,
+                    work,
+                    self.soft,
+                    self.regression,
+                )
+            )
+        return sums.moments()
+
+
+def _as_distance_matrix(distances: Any) -> np.ndarray:
+    """A dense float64 matrix of distances >= 0, with the entries a sparse
+    matrix does not store (and infinite ones) as the largest float."""
+    if hasattr(distances, "tocoo"):
+        graph = distances.tocoo()
+        dense = np.full(graph.shape, np.inf)
+        dense[graph.row, graph.col] = graph.data
+    else:
+        dense = np.array(distances, dtype=np.float64)
+    if dense.ndim != 2:
+        raise ValueError("distances must be a (n_test, n_train) matrix")
+    if np.isnan(dense).any() or (dense < 0).any():
+        raise ValueError("distances must be >= 0 and not NaN")
+    # the largest float still sorts after every finite distance (its bits
+    # are the largest of the sort keys) without inf - inf in the gaps
+    dense[np.isinf(dense)] = np.finfo(np.float64).max
+    return np.ascontiguousarray(dense + 0.0)
+
+
+class PrecomputedKNNShapleyValuation(Valuation):
+    """Exact KNN-Shapley values (hard, soft-label or regression) from a
+    precomputed distance matrix or neighbour graph
+    (:class:`PrecomputedKNNUtility`): the recursions of
+    :class:`KNNShapleyValuation` and its variants, ranked by (distance, row
+    index). The whole matrix is broadcast (it is not sharded): at most
+    about a tenth of a worker's memory."""
+
+    method_name = "precomputed_knn_shapley"
+    default_memo = False
+
+    def __init__(
+        self,
+        distances: Any,
+        y_train: Any,
+        y_test: Any,
+        k: int,
+        *,
+        soft: bool = False,
+        regression: bool = False,
+        memory_budget: int = _DEFAULT_MEMORY,
+    ) -> None:
+        utility = PrecomputedKNNUtility(
+            distances,
+            y_train,
+            y_test,
+            k,
+            soft=soft,
+            regression=regression,
+            memory_budget=memory_budget,
+        )
+        super().__init__(utility, stop=None, seed=0)
+        self.utility: PrecomputedKNNUtility = utility
+
+    def make_plan(self) -> Plan:
+        return KNNShapleyPlan(self.utility.n, self.utility.n_test)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "k": self.utility.k,
+            "soft": self.utility.soft,
+            "regression": self.utility.regression,
+            "tie_break": "training row index",
         }
