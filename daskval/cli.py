@@ -18,6 +18,7 @@ arguments (argparse's convention), 130 when interrupted with Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -584,6 +585,37 @@ def _method_names() -> list[str]:
     return list(METHODS)
 
 
+_MODEL_CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _model_spec(text: str) -> str:
+    """A bundled model's name, or ``module:Class`` (imported later, so that
+    an import error is reported as the command's error, not argparse's)."""
+    if ":" in text:
+        if not _MODEL_CLASS.match(text):
+            raise argparse.ArgumentTypeError(
+                f"expected module:Class such as sklearn.svm:SVC, got {text!r}"
+            )
+        return text
+    return _choice(_model_names(), "a model or module:Class")(text)
+
+
+def _model_param(text: str) -> tuple[str, Any]:
+    """``name=value`` of ``--model-param``; the value as a Python literal
+    (``0.5``, ``200``, ``None``, ``'balanced'``), else as text."""
+    import ast
+
+    name, equals, value = text.partition("=")
+    if not equals or not name.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"expected name=value such as C=0.5, got {text!r}"
+        )
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
 def _data_options(train_size: int, label_noise: float) -> list[Option]:
     return [
         Option(
@@ -613,11 +645,12 @@ def _data_options(train_size: int, label_noise: float) -> list[Option]:
         ),
         Option(
             "model",
-            _choice(_model_names(), "a model"),
+            _model_spec,
             None,
-            f"{', '.join(_model_names())} (default: logistic for classification, "
-            "ridge for regression)",
-            "NAME",
+            f"{', '.join(_model_names())}, or module:Class of any scikit-learn "
+            "estimator (default: logistic for classification, ridge for "
+            "regression)",
+            "NAME|module:Class",
         ),
         Option(
             "seed",
@@ -826,16 +859,155 @@ def _model(args: argparse.Namespace, task: str) -> Any:
     from daskval.evaluate import make_model
 
     name = args.model or ("logistic" if task == "classification" else "ridge")
+    if ":" in name:
+        model = _import_model(name)
+    else:
+        try:
+            model = make_model(name, task)
+        except ValueError as exc:
+            raise CommandError(f"--model: {exc}") from exc
+    params = _step_params(model, dict(getattr(args, "model_param", None) or []))
+    if params:
+        try:
+            model.set_params(**params)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"--model-param: {exc}") from exc
+    return model
+
+
+def _step_params(model: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` for ``set_params``: a name a Pipeline lacks goes to its
+    final step (the bundled models are a scaler and an estimator)."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(model, Pipeline):
+        return params
+    known = model.get_params(deep=True)
+    final = model.steps[-1][0]
+    return {
+        key if key in known else f"{final}__{key}": value
+        for key, value in params.items()
+    }
+
+
+def _import_model(spec: str) -> Any:
+    """An instance of ``module:Class`` with its default parameters."""
+    import importlib
+
+    module_name, _, class_name = spec.partition(":")
     try:
-        return make_model(name, task)
-    except ValueError as exc:
-        raise CommandError(f"--model: {exc}") from exc
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(
+            f"--model {spec}: cannot import {module_name}: {exc}"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise CommandError(f"--model {spec}: {module_name} has no class {class_name}")
+    try:
+        model = cls()
+    except Exception as exc:  # a class that needs arguments, or breaks
+        raise CommandError(
+            f"--model {spec}: {class_name}() failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not (hasattr(model, "fit") and hasattr(model, "get_params")):
+        raise CommandError(
+            f"--model {spec}: {class_name} is not a scikit-learn estimator "
+            "(it needs fit() and get_params())"
+        )
+    return model
+
+
+def _read_user_table(path: Path) -> Any:
+    """The DataFrame of ``--data``: a CSV, or a parquet file (its stored
+    index kept, so it names the rows)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise CommandError(f"--data {path}: no such file")
+    if path.suffix.lower() == ".parquet":
+        _require_pyarrow()
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as exc:  # pandas raises many kinds on a bad file
+        raise CommandError(f"--data {path}: could not read it: {exc}") from exc
+
+
+def _table_data(args: argparse.Namespace) -> Any:
+    """The user's table (``--data``) split into a Dataset; its task.
+
+    The players are named by their row numbers in the file (0 for the first
+    data row), so the values join back to it.
+    """
+    from sklearn.utils.multiclass import type_of_target
+
+    import daskval as dv
+
+    path = Path(args.data)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise CommandError(f"--data {path}: expected a .csv or .parquet file")
+    if args.target is None:
+        raise CommandError("--data needs --target COLUMN, the column to predict")
+    if args.label_noise:
+        raise CommandError("--label-noise corrupts bundled datasets only, not --data")
+    frame = _read_user_table(path)
+    if args.target not in frame.columns:
+        raise CommandError(
+            f"--target {args.target}: not a column of {path.name}; its columns: "
+            f"{[str(c) for c in frame.columns[:10]]}"
+        )
+    try:
+        data = dv.Dataset.from_pandas(
+            frame,
+            target=args.target,
+            train_size=0.7 if args.train_size is None else args.train_size,
+            random_state=args.seed,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"--data {path}: {exc}") from exc
+    kind = type_of_target(data.y_train)
+    task = "classification" if kind in ("binary", "multiclass") else "regression"
+    features: Any = data.x_train  # from a DataFrame: a DataFrame
+    text = [str(c) for c, t in features.dtypes.items() if t.kind not in "biuf"]
+    if text and (args.model is None or ":" not in args.model):
+        raise CommandError(
+            f"--data {path}: the columns {text[:5]} are not numeric; the bundled "
+            "models need numbers: encode them first, or pass your own estimator "
+            "(--model module:Class) that handles them"
+        )
+    return data, task
 
 
 # -- daskval run -----------------------------------------------------------------
 def _run_options() -> list[Option]:
+    data_options = _data_options(train_size=200, label_noise=0.0)
+    # None: 200 rows of a bundled dataset, 70 % of --data
+    data_options[1] = dataclasses.replace(
+        data_options[1],
+        default=None,
+        help="training rows to value, a count or a fraction (default: 200 of a "
+        "bundled dataset, split 60/20/20 into train, scoring and held-out "
+        "rows; 0.7 of --data, the rest scoring)",
+    )
     return [
-        *_data_options(train_size=200, label_noise=0.0),
+        Option(
+            "data",
+            Path,
+            None,
+            "value the rows of your own table (.csv, or .parquet with pyarrow) "
+            "instead of a bundled dataset; needs --target",
+            "FILE",
+        ),
+        Option(
+            "target",
+            str,
+            None,
+            "with --data: the column to predict; every other column is a feature",
+            "COLUMN",
+        ),
+        *data_options,
         Option(
             "method",
             _choice(_method_names(), "a method"),
@@ -882,21 +1054,61 @@ def _run_options() -> list[Option]:
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_options(parser, _run_options())
+    parser.add_argument(
+        "--model-param",
+        dest="model_param",
+        type=_model_param,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a parameter of the model, e.g. --model-param C=0.5 "
+        "(repeatable; values are Python literals, else text)",
+    )
+
+
+@dataclass(frozen=True)
+class _RunInputs:
+    """What ``daskval run`` values: a bundled dataset's or the user's rows."""
+
+    dataset: Any
+    task: str
+    name: str
+    corrupted: np.ndarray
+
+    @property
+    def n_train(self) -> int:
+        return int(self.dataset.n_train)
+
+
+def _run_inputs(args: argparse.Namespace) -> _RunInputs:
+    import numpy as np
+
+    if args.data is not None:
+        dataset, task = _table_data(args)
+        return _RunInputs(dataset, task, Path(args.data).name, np.empty(0, int))
+    if args.target is not None:
+        raise CommandError("--target needs --data FILE, a table of your own")
+    if args.train_size is None:
+        args.train_size = 200
+    data = _experiment_data(args)
+    return _RunInputs(data.dataset(), data.task, data.name, data.corrupted)
 
 
 def _run_run(args: argparse.Namespace) -> int:
     from daskval.evaluate import check_method, detection_scores, make_valuation
 
     began = time.monotonic()
+    if args.data is not None and args.dataset is not None:
+        raise CommandError("give --dataset or --data, not both")
     args = resolve_options(args, _run_options())
     output = check_table_path(args.output)
     saved = None if args.result is None else check_output_path(args.result)
-    data = _experiment_data(args)
+    data = _run_inputs(args)
     model = _model(args, data.task)
     try:
         method = check_method(args.method, data.task)
         valuation = make_valuation(
-            method, data.dataset(), model, budget=args.budget, seed=args.seed
+            method, data.dataset, model, budget=args.budget, seed=args.seed
         )
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -939,18 +1151,24 @@ def _run_run(args: argparse.Namespace) -> int:
 
 _RUN = Command(
     name="run",
-    help="value a bundled dataset's training points with any method",
+    help="value the training points of a bundled dataset or your own table",
     description=(
         "Value the training points of a bundled scikit-learn dataset (split "
         "60/20/20 into train, the utility's scoring split, and a held-out "
-        "test split) with one of daskval's methods, on the embedded cluster, a "
+        "test split), or of your own CSV or parquet table (--data FILE "
+        "--target COLUMN: 70 % of its rows are valued, the rest score), with "
+        "one of daskval's methods, on the embedded cluster, a "
         "local cluster (--workers) or a running scheduler (--scheduler). "
-        "Writes the values as CSV or parquet. Every option can come from a "
+        "Writes the values as CSV or parquet, one row per training point, "
+        "named by its row number in --data (or the parquet file's index). "
+        "Every option but --model-param can come from a "
         "YAML or TOML file (--config); the command line wins."
     ),
     epilog=(
         "examples:\n"
         "  daskval run --method banzhaf --budget 5000 -o values.parquet\n"
+        "  daskval run --data rows.csv --target label --model sklearn.svm:SVC \\\n"
+        "      --model-param C=0.5 --method data-oob\n"
         "  daskval run --dataset wine --label-noise 0.2 --method data-oob\n"
         "  daskval run --config experiment.yaml --scheduler tcp://10.0.0.5:8786\n"
         "\n"

@@ -50,6 +50,7 @@ def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.Data
     if isinstance(value, pd.DataFrame):
         if ndim != 2:
             raise ValueError(f"{name} must be one-dimensional, got a DataFrame")
+        _check_unique_columns(value, name)
         return value.reset_index(drop=True).copy(deep=True)
     if isinstance(value, pd.Series):
         if ndim == 2:
@@ -68,6 +69,50 @@ def _as_table(value: ArrayLike, name: str, *, ndim: int) -> np.ndarray | pd.Data
             "use a pandas DataFrame for text, categorical or mixed columns"
         )
     return _own(array, value)
+
+
+def _check_unique_columns(frame: pd.DataFrame, name: str) -> None:
+    """Refuse repeated column names: ``frame[c]`` would then be a DataFrame,
+    and a model or a column selection could silently use the wrong one."""
+    repeated = frame.columns[frame.columns.duplicated()].unique()
+    if len(repeated):
+        raise ValueError(
+            f"{name} has duplicate column names {list(repeated)[:10]}; "
+            "rename them so that every column is named once"
+        )
+
+
+def _check_aligned(x: Any, y: Any, x_name: str, y_name: str) -> None:
+    """Refuse pandas features and targets whose indexes differ.
+
+    Rows are paired by position; a target whose index is, say, a shuffled
+    copy of the features' would pair every row with another row's target.
+    A target with a default index (``pd.Series(array)``, or a slice of
+    one: a RangeIndex) names no rows, so it pairs by position whatever the
+    features' index.
+    """
+    if not isinstance(x, pd.DataFrame) or not isinstance(y, pd.Series):
+        return
+    if len(x) != len(y) or x.index.equals(y.index):
+        return  # a length mismatch has its own message
+    if isinstance(y.index, pd.RangeIndex) and y.index.step == 1:
+        return
+    differing = int((x.index != y.index).sum())
+    raise ValueError(
+        f"{y_name}'s index does not match {x_name}'s ({differing} of {len(x)} "
+        f"labels differ in place): rows would be paired by position, not by "
+        f"label; align them first ({y_name} = {y_name}.loc[{x_name}.index]) or "
+        "drop both indexes (.reset_index(drop=True))"
+    )
+
+
+def _row_ids(x: Any) -> np.ndarray:
+    """The user's identity of each row: a pandas index when it is unique,
+    else the row positions."""
+    index = getattr(x, "index", None)
+    if isinstance(index, pd.Index) and index.is_unique:
+        return index.to_numpy()
+    return np.arange(len(x))
 
 
 def _check_no_missing(
@@ -242,8 +287,10 @@ class Dataset:
     x_test, y_test : array-like or pandas objects
         The scoring split: every utility evaluation scores a model on it.
     names : sequence of str, optional
-        One name per player. Defaults to the row positions ``"0"``, ``"1"``,
-        ... or, with ``groups``, to the group labels.
+        One name per player. Defaults to the labels of ``x_train``'s index
+        (as text) for a DataFrame whose index is unique, so that values join
+        back to the data; else to the row positions ``"0"``, ``"1"``, ...;
+        with ``groups``, to the group labels.
     groups : array-like, optional
         One label per training row. When given, the players are the distinct
         labels (in sorted order) and a coalition trains on all rows of its
@@ -258,7 +305,9 @@ class Dataset:
     ------
     ValueError, TypeError
         On mismatched lengths, missing or infinite values, an empty training
-        split, or ``names``/``groups`` of the wrong length.
+        split, ``names``/``groups`` of the wrong length, repeated column
+        names, or a pandas target whose (non-default) index differs from
+        its features' (rows are paired by position: align them first).
 
     Notes
     -----
@@ -282,6 +331,10 @@ class Dataset:
         if not isinstance(allow_nan, bool):
             raise TypeError(f"allow_nan must be a bool, got {type(allow_nan).__name__}")
         self.allow_nan = allow_nan
+        _check_aligned(x_train, y_train, "x_train", "y_train")
+        _check_aligned(x_test, y_test, "x_test", "y_test")
+        # the user's row ids (a DataFrame's index) name the players by default
+        row_ids = _row_ids(x_train) if isinstance(x_train, pd.DataFrame) else None
         self.x_train = _as_table(x_train, "x_train", ndim=2)
         self.y_train = _as_table(y_train, "y_train", ndim=1)
         self.x_test = _as_table(x_test, "x_test", ndim=2)
@@ -294,7 +347,7 @@ class Dataset:
                 getattr(self, name), name, allow_nan=allow_nan and features
             )
         self.groups, self._group_rows = self._make_groups(groups)
-        self.names = self._make_names(names)
+        self.names = self._make_names(names, row_ids)
         self._fingerprint: str | None = None
         # arrays that workers load from files instead of receiving them
         self._sources: dict[str, _Source] = {}
@@ -361,11 +414,15 @@ class Dataset:
         rows = [np.flatnonzero(inverse == g) for g in range(len(unique))]
         return unique, rows
 
-    def _make_names(self, names: Sequence[str] | None) -> np.ndarray:
+    def _make_names(
+        self, names: Sequence[str] | None, row_ids: np.ndarray | None = None
+    ) -> np.ndarray:
         if names is None:
             if self.groups is not None:
                 return np.array([str(g) for g in self.groups], dtype=object)
-            return np.array([str(i) for i in range(self.n)], dtype=object)
+            if row_ids is None:
+                row_ids = np.arange(self.n)
+            return np.array([str(i) for i in row_ids], dtype=object)
         if isinstance(names, (str, bytes)):
             raise TypeError(
                 "names must be a sequence with one name per player, got a string"
@@ -382,6 +439,106 @@ class Dataset:
                 f"names must be unique; repeated: {list(values[counts > 1][:5])}"
             )
         return names_arr
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x: ArrayLike,
+        y: ArrayLike,
+        *,
+        train_size: float | int = 0.7,
+        stratify: bool = True,
+        random_state: int | None = None,
+        allow_nan: bool = False,
+    ) -> Dataset:
+        """Split features and targets into a training and a scoring split.
+
+        Parameters
+        ----------
+        x : array-like or pandas.DataFrame
+            Features, one row per data point.
+        y : array-like or pandas.Series
+            Targets; a Series must have the index of ``x``.
+        train_size : float or int
+            Fraction or number of rows in the training split; the rest scores.
+        stratify : bool
+            Stratify the split by target when ``y`` holds class labels.
+        random_state : int, optional
+            Seed of the (shuffled) split.
+        allow_nan : bool
+            As for :class:`Dataset`.
+
+        Returns
+        -------
+        Dataset
+            Its players are named by the rows' identity in ``x``: the labels
+            of a DataFrame's (unique) index, else the row numbers in ``x``, so
+            values join back to the data whatever the shuffle.
+        """
+        from sklearn.model_selection import train_test_split
+
+        if not isinstance(stratify, bool):
+            raise TypeError(f"stratify must be a bool, got {type(stratify).__name__}")
+        _check_aligned(x, y, "x", "y")
+        ids = _row_ids(x)
+        y_arr = np.asarray(y)
+        classes = y_arr.dtype.kind in "iubOU" and y_arr.ndim == 1
+        try:
+            x_tr, x_te, y_tr, y_te, ids_tr, _ = train_test_split(
+                x,
+                y,
+                ids,
+                train_size=train_size,
+                random_state=random_state,
+                stratify=y_arr if stratify and classes else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"x, y cannot be split (train_size={train_size!r}): {exc}"
+            ) from exc
+        names = [str(i) for i in ids_tr]
+        return cls(x_tr, y_tr, x_te, y_te, names=names, allow_nan=allow_nan)
+
+    @classmethod
+    def from_pandas(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        target: str,
+        train_size: float | int = 0.7,
+        stratify: bool = True,
+        random_state: int | None = None,
+        allow_nan: bool = False,
+    ) -> Dataset:
+        """Split one DataFrame: the ``target`` column against all the others.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            One row per data point; its index names the players.
+        target : str
+            The target column; every other column is a feature.
+        train_size, stratify, random_state, allow_nan
+            As for :meth:`from_arrays`.
+        """
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(
+                f"frame must be a pandas DataFrame, got {type(frame).__name__}"
+            )
+        _check_unique_columns(frame, "frame")
+        if target not in frame.columns:
+            raise ValueError(
+                f"target={target!r} is not a column of frame; its columns: "
+                f"{list(frame.columns)[:10]}"
+            )
+        return cls.from_arrays(
+            frame.drop(columns=[target]),
+            frame[target],
+            train_size=train_size,
+            stratify=stratify,
+            random_state=random_state,
+            allow_nan=allow_nan,
+        )
 
     @classmethod
     def from_sklearn(
@@ -405,20 +562,25 @@ class Dataset:
             Seed of the split.
         stratify : bool
             Stratify the split by target for classification targets.
-        """
-        from sklearn.model_selection import train_test_split
 
+        Returns
+        -------
+        Dataset
+            Players named by their row numbers in ``bunch.data``.
+        """
         if not hasattr(bunch, "data") or not hasattr(bunch, "target"):
             raise TypeError(
                 "bunch must have 'data' and 'target', like sklearn's load_*"
             )
-        x, y = bunch.data, bunch.target
-        y_arr = np.asarray(y)
-        strat = y_arr if stratify and y_arr.dtype.kind in "iub" else None
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            x, y, train_size=train_size, random_state=random_state, stratify=strat
+        y = np.asarray(bunch.target)
+        # only integer labels stratify: a Bunch's float targets are regression
+        return cls.from_arrays(
+            bunch.data,
+            bunch.target,
+            train_size=train_size,
+            random_state=random_state,
+            stratify=stratify and y.dtype.kind in "iub",
         )
-        return cls(x_tr, y_tr, x_te, y_te)
 
     # -- players --------------------------------------------------------------
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,8 +29,14 @@ __all__ = [
     "RankStable",
     "Snapshot",
     "StoppingCriterion",
+    "check_ends",
     "planned_samples",
 ]
+
+#: whether a criterion ends every run: "surely" (it becomes true and stays
+#: true), "never" (it becomes false and stays false), "maybe" (it depends on
+#: the values, which need not settle)
+Ending = Literal["surely", "maybe", "never"]
 
 # sample counts up to which a count budget's end is worked out up front
 _PLANNING_HORIZON = 2**20
@@ -89,6 +95,15 @@ class StoppingCriterion(ABC):
         """
         return None
 
+    def ending(self) -> Ending:
+        """Whether the criterion ends every run (see :data:`Ending`).
+
+        Budgets (samples, evaluations, time) surely do; criteria on the
+        values may not; a criterion of your own is "maybe" unless it says
+        otherwise.
+        """
+        return "maybe"
+
     @abstractmethod
     def describe(self) -> str:
         """A readable description, also stored in result metadata."""
@@ -144,6 +159,33 @@ def planned_samples(
     return limit if planned is None else min(limit, planned)
 
 
+def check_ends(stop: StoppingCriterion, name: str = "stop") -> None:
+    """Refuse a criterion that may not end a run of unbounded sampling.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` when ``stop`` can never end the run (``~MaxSamples(5)``
+        is false from the 5th sample on) or may not (``MaxStderr`` alone: a
+        standard error need not fall below the threshold), with the fix.
+    """
+    ending = stop.ending()
+    if ending == "surely":
+        return
+    text = stop.describe()
+    if ending == "never":
+        raise ValueError(
+            f"{name}={text} can never end the run: a negated budget (~) is false "
+            "for good once the budget is reached, so sampling would go on "
+            f"forever; use a budget such as {name}=MaxSamples(1000)"
+        )
+    raise ValueError(
+        f"{name}={text} may never end the run: criteria on the values "
+        "(MaxStderr, RankStable) need not be met; add a budget, e.g. "
+        f"{name}={text} | MaxTime(3600) or | MaxSamples(10000)"
+    )
+
+
 def _as_criterion(value: Any, op: str) -> StoppingCriterion:
     if not isinstance(value, StoppingCriterion):
         raise TypeError(
@@ -195,6 +237,12 @@ class _Or(StoppingCriterion):
         ]
         return min(left) if left else None
 
+    def ending(self) -> Ending:
+        endings = {self.a.ending(), self.b.ending()}
+        if "surely" in endings:
+            return "surely"
+        return "never" if endings == {"never"} else "maybe"
+
     def describe(self) -> str:
         return f"({self.a.describe()} | {self.b.describe()})"
 
@@ -218,6 +266,12 @@ class _And(_Or):
         a, b = self.a.seconds_left(elapsed), self.b.seconds_left(elapsed)
         return None if a is None or b is None else max(a, b)
 
+    def ending(self) -> Ending:
+        endings = {self.a.ending(), self.b.ending()}
+        if "never" in endings:
+            return "never"
+        return "surely" if endings == {"surely"} else "maybe"
+
     def describe(self) -> str:
         return f"({self.a.describe()} & {self.b.describe()})"
 
@@ -237,6 +291,11 @@ class _Not(StoppingCriterion):
 
     def __invert__(self) -> StoppingCriterion:
         return self.inner  # ~~c is c, budgets included
+
+    def ending(self) -> Ending:
+        # not-a-budget is false for good once the budget is reached
+        flipped: dict[Ending, Ending] = {"surely": "never", "never": "surely"}
+        return flipped.get(self.inner.ending(), "maybe")
 
     def describe(self) -> str:
         return f"~{self.inner.describe()}"
@@ -262,6 +321,9 @@ class MaxSamples(StoppingCriterion):
 
     def count_stop(self, evaluations: np.ndarray, offset: int) -> int | None:
         return self.k if offset + len(evaluations) - 1 >= self.k else None
+
+    def ending(self) -> Ending:
+        return "surely"
 
     def describe(self) -> str:
         return f"MaxSamples({self.k})"
@@ -293,6 +355,9 @@ class MaxEvaluations(StoppingCriterion):
         # the one-off anchor evaluations are spent whatever the budget
         return max(0, offset + int(over[0]) - 1)
 
+    def ending(self) -> Ending:
+        return "surely"
+
     def describe(self) -> str:
         return f"MaxEvaluations({self.n})"
 
@@ -315,6 +380,9 @@ class MaxTime(StoppingCriterion):
 
     def seconds_left(self, elapsed: float) -> float | None:
         return max(0.0, self.seconds - elapsed)
+
+    def ending(self) -> Ending:
+        return "surely"
 
     def describe(self) -> str:
         return f"MaxTime({self.seconds:g})"

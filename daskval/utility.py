@@ -480,10 +480,45 @@ def _resolve_scoring(scoring: Any) -> Any:
             )
         return get_scorer(scoring)
     if callable(scoring):
+        _check_scorer_signature(scoring)
         return scoring
     raise TypeError(
         f"scoring must be a scorer name or a callable, got {type(scoring).__name__}"
     )
+
+
+# first parameters of scikit-learn's metrics: what marks a metric(y_true, y_pred)
+_METRIC_FIRST_PARAMETERS = {"y_true", "y", "labels_true", "y_pred", "y_score"}
+
+
+def _check_scorer_signature(scoring: Callable[..., Any]) -> None:
+    """Refuse a callable that cannot be a ``scorer(estimator, X, y)``.
+
+    A metric such as ``accuracy_score(y_true, y_pred)`` would otherwise fail
+    on every evaluation (counted, scored the default): a run of defaults.
+    """
+    import inspect
+
+    try:
+        signature = inspect.signature(scoring)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to inspect
+    name = getattr(scoring, "__name__", type(scoring).__name__)
+    parameters = list(signature.parameters.values())
+    first = parameters[0].name if parameters else ""
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        bindable = False
+    else:
+        bindable = True
+    if first in _METRIC_FIRST_PARAMETERS or not bindable:
+        kind = "a metric" if first in _METRIC_FIRST_PARAMETERS else "a callable"
+        raise TypeError(
+            f"scoring={name} is {kind} with signature {name}{signature}, not a "
+            f"scorer(estimator, X, y); wrap a metric with "
+            f"sklearn.metrics.make_scorer({name}), or pass a scorer name"
+        )
 
 
 def _check_model(model: Any) -> None:
@@ -495,6 +530,7 @@ def _check_model(model: Any) -> None:
             f"model must be an estimator instance, got the class {model.__name__};"
             f" did you mean {model.__name__}()?"
         )
+    _check_no_class_steps(model, "model")
     if not (hasattr(model, "fit") and hasattr(model, "get_params")):
         raise TypeError(
             "model must be a scikit-learn estimator with fit() and get_params(),"
@@ -504,6 +540,29 @@ def _check_model(model: Any) -> None:
         clone(model)
     except Exception as exc:
         raise TypeError(f"model cannot be cloned by scikit-learn: {exc}") from exc
+
+
+def _check_no_class_steps(model: Any, where: str) -> None:
+    """Refuse a Pipeline, FeatureUnion or ColumnTransformer holding a class.
+
+    ``make_pipeline(StandardScaler, ...)`` is accepted by scikit-learn and
+    fails later inside ``get_params`` with "missing 'self'", naming no step.
+    """
+    for attribute in ("steps", "transformer_list", "transformers"):
+        steps = getattr(model, attribute, None)
+        if not isinstance(steps, list) or isinstance(model, type):
+            continue
+        for step in steps:
+            if not isinstance(step, tuple) or len(step) < 2:
+                continue
+            name, estimator = step[0], step[1]
+            if isinstance(estimator, type):
+                raise TypeError(
+                    f"{where}: step {name!r} of the {type(model).__name__} is the "
+                    f"class {estimator.__name__}, not an instance; did you mean "
+                    f"{estimator.__name__}()?"
+                )
+            _check_no_class_steps(estimator, f"{where}: step {name!r}")
 
 
 def _check_picklable(value: Any, name: str) -> None:
@@ -563,12 +622,53 @@ def _check_model_fits_task(
             f"scoring={scoring!r} is a classification metric but model {name} is "
             "a regressor; use e.g. scoring='r2' or 'neg_mean_squared_error'"
         )
+    _check_scorer_fits_classes(scoring, data)
     if methods and not any(hasattr(model, m) for m in methods):
         hint = "; for SVC, pass probability=True" if "predict_proba" in methods else ""
         raise ValueError(
             f"scoring={scoring!r} needs model.{' or '.join(methods)}(), which "
             f"{name} does not provide{hint}"
         )
+
+
+# scorer names whose metric defaults to average="binary" (or a positive class)
+_BINARY_SCORERS = {
+    "roc_auc": "roc_auc_ovr",
+    "f1": "f1_macro",
+    "precision": "precision_macro",
+    "recall": "recall_macro",
+    "jaccard": "jaccard_macro",
+}
+
+
+def _check_scorer_fits_classes(scoring: str, data: Dataset) -> None:
+    """Refuse a binary-only scorer on targets with more than two classes
+    (each evaluation would fail, and be scored the default)."""
+    if scoring not in _BINARY_SCORERS:
+        return
+    from sklearn.utils.multiclass import type_of_target
+
+    y = np.concatenate([np.asarray(data.y_train), np.asarray(data.y_test)])
+    if type_of_target(y) != "multiclass":
+        return
+    n_classes = len(np.unique(y))
+    raise ValueError(
+        f"scoring={scoring!r} scores binary targets only, but y_train and y_test "
+        f"hold {n_classes} classes; use a multiclass scorer such as "
+        f"scoring={_BINARY_SCORERS[scoring]!r}"
+    )
+
+
+def _check_real_features(data: Dataset) -> None:
+    """Refuse complex features: scikit-learn models need real numbers."""
+    for name in ("x_train", "x_test"):
+        value = getattr(data, name)
+        dtypes = value.dtypes if isinstance(value, pd.DataFrame) else [value.dtype]
+        if any(np.dtype(d).kind == "c" for d in dtypes if isinstance(d, np.dtype)):
+            raise TypeError(
+                f"data.{name} holds complex numbers; models need real features "
+                "(split them into real and imaginary parts, or take magnitudes)"
+            )
 
 
 def _warm_start_param(model: Any) -> str:
@@ -1044,6 +1144,7 @@ class ModelUtility(Utility):
                 f"data must be a daskval.Dataset, got {type(data).__name__}"
             )
         _check_model(model)
+        _check_real_features(data)
         # our own unfitted copy: a later set_params on the caller's model must
         # change neither the values nor the fingerprint of this utility
         self.model = clone(model)

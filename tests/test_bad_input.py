@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import accuracy_score, make_scorer
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 import daskval as dv
@@ -69,6 +70,17 @@ def _with(name: str, value: Any) -> Callable[[], Any]:
     return build
 
 
+def _with_frame(name: str, value: Any) -> Callable[[], Any]:
+    """A Dataset of X_DF features whose argument ``name`` is ``value``."""
+
+    def build() -> dv.Dataset:
+        args = {"x_train": X_DF, "y_train": Y, "x_test": X_DF, "y_test": Y}
+        args[name] = value
+        return dv.Dataset(**args)
+
+    return build
+
+
 def _nan_at(array: np.ndarray, value: float) -> np.ndarray:
     out = array.astype(float)
     out[3, ...] = value
@@ -94,6 +106,28 @@ def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 X, Y = _xy()
 X_DF, X_DF_RENAMED = _frames()
+
+
+def _shuffled_target() -> pd.Series:
+    """Y as a Series whose index is a shuffled copy of X_DF's."""
+    order = np.random.default_rng(1).permutation(len(Y))
+    return pd.Series(Y[order], index=X_DF.index[order])
+
+
+def _three_classes() -> dv.Dataset:
+    labels = np.digitize(X[:, 0], [-0.5, 0.5])
+    return dv.Dataset(X, labels, X, labels)
+
+
+def _text_frame() -> pd.DataFrame:
+    return pd.DataFrame(X.astype(str), columns=["a", "b", "c"])
+
+
+def _knn(x: Any) -> Callable[[], Any]:
+    return lambda: dv.KNNShapleyValuation(dv.Dataset(x, Y, x, Y), k=3)
+
+
+X_DUPLICATE_COLUMNS = pd.DataFrame(X, columns=["a", "b", "a"])
 
 
 def _game(n: int = 4) -> dv.FunctionUtility:
@@ -406,6 +440,36 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], tuple[str, ...]]] = [
     # -- the cluster's facts
     ("dataset too large for the workers' memory", _too_large_for_the_workers,
      ValueError, ("too large", "memory limit", "1280 bytes", "1024 bytes")),
+    # -- issue 19: inputs that used to get through
+    ("y_train with a shuffled index", _with_frame("y_train", _shuffled_target()),
+     ValueError, ("y_train", "index", "x_train", "reset_index")),
+    ("metric, not a scorer",
+     lambda: dv.ModelUtility(LogisticRegression(), _data(), scoring=accuracy_score),
+     TypeError, ("scoring=accuracy_score", "metric", "make_scorer(accuracy_score)")),
+    ("binary scorer on 3 classes",
+     lambda: dv.ModelUtility(LogisticRegression(), _three_classes(), "roc_auc"),
+     ValueError, ("scoring='roc_auc'", "3 classes", "roc_auc_ovr")),
+    ("stop ~MaxSamples(5)", _mc(dv.ShapleyValuation, stop=~dv.MaxSamples(5)),
+     ValueError, ("stop=~MaxSamples(5)", "can never end the run")),
+    ("stop MaxSamples(10) & ~MaxSamples(20)",
+     _mc(dv.ShapleyValuation, stop=dv.MaxSamples(10) & ~dv.MaxSamples(20)),
+     ValueError, ("stop=(MaxSamples(10) & ~MaxSamples(20))", "can never end")),
+    ("stop MaxStderr alone", _mc(dv.BanzhafValuation, stop=dv.MaxStderr(0.01)),
+     ValueError, ("stop=MaxStderr(0.01", "may never end the run", "| MaxTime(")),
+    ("complex features for a model",
+     lambda: dv.ModelUtility(LogisticRegression(), dv.Dataset(X + 1j, Y, X, Y)),
+     TypeError, ("x_train", "complex", "real")),
+    ("KNN-Shapley on text columns", _knn(_text_frame()), TypeError,
+     ("x_train", "KNN-Shapley", "numeric", "'a'")),
+    ("KNN-Shapley on complex features", _knn(X + 1j), TypeError,
+     ("x_train", "KNN-Shapley", "complex")),
+    ("pipeline step is a class",
+     lambda: dv.ModelUtility(make_pipeline(StandardScaler, LogisticRegression()),
+                             _data()),
+     TypeError, ("model", "step 'type'", "class StandardScaler", "StandardScaler()")),
+    ("duplicate column names",
+     lambda: dv.Dataset(X_DUPLICATE_COLUMNS, Y, X_DUPLICATE_COLUMNS, Y), ValueError,
+     ("x_train", "duplicate column names", "'a'")),
 ]  # fmt: skip
 
 
@@ -449,3 +513,17 @@ def test_a_valid_setup_passes_every_check() -> None:
     assert grouped.n == 4
     assert dv.MaxSamples(1e3).k == 1000
     assert dv.MaxEvaluations(np.int64(7)).n == 7
+    # the good versions of issue 19's cases
+    dv.Dataset(X_DF, pd.Series(Y, index=X_DF.index), X_DF, Y)
+    dv.Dataset(X_DF, _shuffled_target().loc[X_DF.index], X_DF, Y)
+    dv.ModelUtility(LogisticRegression(), data, scoring=make_scorer(accuracy_score))
+    dv.ModelUtility(LogisticRegression(), data, scoring=lambda est, x, y: 1.0)
+    dv.ModelUtility(LogisticRegression(), _three_classes(), scoring="roc_auc_ovr")
+    dv.ModelUtility(make_pipeline(StandardScaler(), LogisticRegression()), data)
+    for stop in (
+        dv.MaxStderr(0.01) | dv.MaxTime(60),
+        dv.MaxSamples(10) & ~dv.MaxTime(60) | dv.MaxSamples(20),
+        ~~dv.MaxSamples(5),
+    ):
+        dv.ShapleyValuation(_game(), stop=stop)
+    dv.KNNShapleyValuation(dv.Dataset(X_DF, Y, X_DF, Y), k=3)

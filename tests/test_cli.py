@@ -374,7 +374,17 @@ def scheduler(client: object) -> str:
 @pytest.mark.parametrize(
     ("command", "options"),
     [
-        ("run", ["--config", "--dataset", "--method", "--budget", "--scheduler"]),
+        (
+            "run",
+            [
+                "--config",
+                "--dataset",
+                "--data",
+                "--target",
+                "--model-param",
+                "--budget",
+            ],
+        ),
         ("report", ["RESULT", "--output", "--top"]),
         ("compare", ["--methods", "--label-noise", "--plot", "--png", "--curves"]),
     ],
@@ -475,6 +485,21 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
+def _user_table(path: Path, n: int = 60, **extra: object) -> Path:
+    """A small classification table of a user's: features a, b, c, target
+    ``label`` (and ``extra`` constant columns), as CSV or parquet."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(
+        label=(x[:, 0] + 0.3 * rng.normal(size=n) > 0).astype(int), **extra
+    )
+    if path.suffix == ".parquet":
+        frame.set_axis([f"row{i}" for i in range(n)]).to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -494,6 +519,45 @@ def write(path: Path, text: str) -> str:
         (["compare", "--methods", "loo,nope"], 2, "expected comma-separated"),
         (["compare", "--plot", "plot.png"], 1, "expected an .html file"),
         (["compare", "--train-size", "5000"], 1, "has 569"),
+        (["run", "--data", "{rows}"], 1, "--data needs --target COLUMN"),
+        (["run", "--target", "label"], 1, "--target needs --data FILE"),
+        (
+            ["run", "--data", "{rows}", "--target", "nope"],
+            1,
+            "--target nope: not a column of rows.csv",
+        ),
+        (["run", "--data", "missing.csv", "--target", "y"], 1, "no such file"),
+        (
+            ["run", "--data", "{rows}", "--dataset", "wine"],
+            1,
+            "--dataset or --data, not both",
+        ),
+        (
+            ["run", "--data", "{text}", "--target", "label"],
+            1,
+            "the columns ['city'] are not numeric",
+        ),
+        (
+            ["run", "--data", "{rows}", "--target", "label", "--model", "nope:Model"],
+            1,
+            "--model nope:Model: cannot import nope",
+        ),
+        (
+            ["run", "--data", "{rows}", "--target", "label", "--model", "os:path"],
+            1,
+            "os has no class path",
+        ),
+        (["run", "--model", "sklearn.svm"], 2, "expected a model or module:Class"),
+        (
+            ["run", "--data", "{rows}", "--target", "label", "--model-param", "C"],
+            2,
+            "expected name=value",
+        ),
+        (
+            ["run", "--data", "{rows}", "--target", "label", "--model-param", "Q=1"],
+            1,
+            "--model-param: Invalid parameter 'Q'",
+        ),
     ],
 )
 def test_command_errors_exit_non_zero_before_any_work(
@@ -504,6 +568,8 @@ def test_command_errors_exit_non_zero_before_any_work(
         "{bad_value}": write(tmp_path / "b.toml", "budget = -3\n"),
         "{both}": write(tmp_path / "c.yml", "workers: 2\nscheduler: tcp://x:1\n"),
         "{not_result}": write(tmp_path / "d.csv", "a,b\n1,2\n"),
+        "{rows}": str(_user_table(tmp_path / "rows.csv")),
+        "{text}": str(_user_table(tmp_path / "text.csv", city="oslo")),
     }
     args = [files.get(a, a) for a in args]
     began = time.monotonic()
@@ -575,3 +641,79 @@ def test_compare_ranks_methods_against_the_random_baseline(
     html = (tmp_path / "plot.html").read_text()
     assert "daskval-detection" in html
     assert "data-oob" in html
+
+
+# -- daskval run on the user's own table -----------------------------------------
+def test_run_on_your_own_csv_writes_values_that_join_back_without_a_traceback(
+    tmp_path: Path, client: object
+) -> None:
+    """A real ``daskval run --data``: one value per training row (70 % of the
+    file), named by its row number in the file, and nothing in the whole
+    output that looks like a traceback or an error log."""
+    rows = _user_table(tmp_path / "rows.csv")
+    result = run(
+        [
+            *daskval_command(),
+            "run",
+            "--data",
+            "rows.csv",
+            "--target",
+            "label",
+            "--model",
+            "sklearn.linear_model:LogisticRegression",
+            "--model-param",
+            "C=0.5",
+            "--budget",
+            "300",
+            "--progress-interval",
+            "0.5",
+            "--scheduler",
+            scheduler(client),
+            "-o",
+            "values.csv",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result
+    output = result.stdout + result.stderr
+    for sign in ("Traceback", "ERROR", "Exception", "Warning"):
+        assert sign not in output, result
+    assert "tmc-shapley of the 42 training points of rows.csv" in result.stdout
+    values = pd.read_csv(tmp_path / "values.csv", index_col="name")
+    assert len(values) == 42 and np.isfinite(values["value"]).all()
+    data = pd.read_csv(rows)
+    assert set(values.index) <= set(data.index) and values.index.is_unique
+    joined = data.join(values, how="inner")
+    assert len(joined) == 42
+
+
+def test_run_data_reads_parquet_and_keeps_its_index(tmp_path: Path) -> None:
+    """The parquet file's index names the rows (no cluster: the inputs only)."""
+    import argparse
+
+    from daskval.cli import _run_inputs
+
+    path = _user_table(tmp_path / "rows.parquet")
+    args = argparse.Namespace(
+        data=path, target="label", train_size=None, label_noise=0.0, seed=0, model=None
+    )
+    inputs = _run_inputs(args)
+    assert (inputs.task, inputs.n_train, inputs.name) == (
+        "classification",
+        42,
+        "rows.parquet",
+    )
+    assert set(inputs.dataset.names) <= {f"row{i}" for i in range(60)}
+
+
+def test_run_data_parquet_without_pyarrow_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _user_table(tmp_path / "rows.parquet")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow fails
+    code = main(
+        ["run", "--data", str(path), "--target", "label", "-o", str(tmp_path / "v.csv")]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "parquet tables need pyarrow" in err and "Traceback" not in err

@@ -128,6 +128,82 @@ def test_from_sklearn_frame_bunch_keeps_columns() -> None:
     assert list(data.x_test.columns) == list(bunch.data.columns)
 
 
+# --------------------------------------------------------------------------
+# the user's row identity names the players (issue 14.3)
+
+
+def _joined(data: dv.Dataset, frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A result whose value of each player is its training row's ``column``,
+    joined back to ``frame`` by name, as a user would."""
+    x = data.x_train
+    own = (x[column] if isinstance(x, pd.DataFrame) else x[:, column]).to_numpy()
+    result = dv.ValuationResult(
+        own, np.zeros(data.n), np.ones(data.n), names=data.names
+    )
+    return frame.rename(index=str).join(result.to_pandas(), how="inner")
+
+
+def test_a_dataframe_index_names_the_players() -> None:
+    frame = _frame()
+    y = pd.Series(np.arange(12) % 2, index=frame.index)
+    data = dv.Dataset(frame, y, frame.iloc[:4], y.iloc[:4])
+    assert list(data.names) == [str(i) for i in frame.index]
+    # a repeated index names nothing: positions
+    repeated = frame.set_axis([1] * 12)
+    assert list(dv.Dataset(repeated, y.to_numpy(), frame, y).names) == [
+        str(i) for i in range(12)
+    ]
+
+
+def test_from_sklearn_names_are_row_numbers_in_the_original_data() -> None:
+    bunch = load_breast_cancer()
+    data = dv.Dataset.from_sklearn(bunch, train_size=0.25, random_state=0)
+    rows = np.array([int(name) for name in data.names])
+    assert sorted(rows) != list(rows)  # the split shuffled them
+    np.testing.assert_array_equal(data.x_train, bunch.data[rows])
+    np.testing.assert_array_equal(data.y_train, bunch.target[rows])
+    framed = load_diabetes(as_frame=True)
+    data = dv.Dataset.from_sklearn(framed, train_size=30, random_state=0)
+    joined = _joined(data, framed.frame, "bmi")
+    assert len(joined) == 30
+    np.testing.assert_array_equal(joined["value"], joined["bmi"])
+
+
+def test_from_arrays_splits_and_keeps_the_index_through_the_shuffle() -> None:
+    frame = _frame(40)
+    y = pd.Series(np.arange(40) % 2, index=frame.index)
+    data = dv.Dataset.from_arrays(frame, y, train_size=0.5, random_state=3)
+    assert (data.n_train, len(data.y_test)) == (20, 20)
+    assert np.mean(data.y_train) == 0.5  # stratified by default
+    assert set(data.names) <= {str(i) for i in frame.index}
+    joined = _joined(data, frame, "height")
+    assert len(joined) == 20
+    np.testing.assert_array_equal(joined["value"], joined["height"])
+    again = dv.Dataset.from_arrays(frame, y, train_size=0.5, random_state=3)
+    assert again.fingerprint() == data.fingerprint()
+    x, labels = _arrays(30)
+    plain = dv.Dataset.from_arrays(x, labels, train_size=10, stratify=False)
+    rows = [int(name) for name in plain.names]
+    np.testing.assert_array_equal(plain.x_train, x[rows])
+
+
+def test_from_pandas_takes_the_target_column() -> None:
+    frame = _frame(40).assign(label=np.arange(40) % 2)
+    data = dv.Dataset.from_pandas(frame, target="label", random_state=0)
+    assert "label" not in data.x_train.columns
+    assert data.n_train == 28
+    joined = _joined(data, frame, "visits")
+    np.testing.assert_array_equal(joined["value"], joined["visits"])
+    with pytest.raises(ValueError, match="target='nope' is not a column of frame"):
+        dv.Dataset.from_pandas(frame, target="nope")
+    with pytest.raises(TypeError, match="frame must be a pandas DataFrame"):
+        dv.Dataset.from_pandas(frame.to_numpy(), target="label")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="x, y cannot be split"):
+        dv.Dataset.from_pandas(frame, target="label", train_size=40)
+    with pytest.raises(ValueError, match="y's index does not match x's"):
+        dv.Dataset.from_arrays(frame, frame["label"].sample(frac=1, random_state=0))
+
+
 def test_from_sklearn_refuses_a_non_bunch() -> None:
     with pytest.raises(TypeError, match="bunch must have 'data' and 'target'"):
         dv.Dataset.from_sklearn(np.zeros((3, 3)))

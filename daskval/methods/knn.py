@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from daskval._validation import check_positive_int
 from daskval.accumulate import Moments, Statistic
@@ -97,8 +98,33 @@ _CACHE_ELEMENTS = 1 << 19
 _EPS = 2.0**-53
 
 
+def _check_real_columns(value: Any, name: str) -> None:
+    """Refuse text and complex features before float64 conversion, which
+    would parse numbers written as text and drop imaginary parts silently."""
+    from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
+    if isinstance(value, pd.DataFrame):
+        dtypes = {f"column {c!r}": d for c, d in value.dtypes.items()}
+    else:
+        dtypes = {"its array": np.asarray(value).dtype}
+    complex_parts = [k for k, d in dtypes.items() if is_complex_dtype(d)]
+    if complex_parts:
+        raise TypeError(
+            f"KNN-Shapley needs real numeric features: {name} holds complex "
+            f"numbers ({', '.join(complex_parts[:5])}); split them into real and "
+            "imaginary parts"
+        )
+    other = [f"{k} ({d})" for k, d in dtypes.items() if not is_numeric_dtype(d)]
+    if other:
+        raise TypeError(
+            f"KNN-Shapley needs numeric features: {name} has non-numeric "
+            f"{', '.join(other[:5])}; encode text and categorical columns first"
+        )
+
+
 def _as_float_matrix(value: Any, name: str) -> np.ndarray:
     """Features as a C-contiguous float64 matrix, or raise naming them."""
+    _check_real_columns(value, name)
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:

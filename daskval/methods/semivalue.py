@@ -48,7 +48,7 @@ from daskval.semivalues import (
     WeightedBanzhaf,
     log_binomial,
 )
-from daskval.stopping import StoppingCriterion, planned_samples
+from daskval.stopping import StoppingCriterion, check_ends, planned_samples
 from daskval.utility import EvalStats, Utility
 
 __all__ = [
@@ -682,8 +682,10 @@ def _check_sampler(
     if not isinstance(sampler, ExactSampler) and stop is None:
         raise ValueError(
             "stop is required for Monte Carlo sampling, e.g. "
-            "stop=MaxSamples(100) or MaxStderr(0.01)"
+            "stop=MaxSamples(100) or MaxStderr(0.01) | MaxTime(600)"
         )
+    if isinstance(stop, StoppingCriterion) and not isinstance(sampler, ExactSampler):
+        check_ends(stop)  # sampling has no end of its own
 
 
 class _SingleSemivalue(SemivalueValuation):
