@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from daskval._files import replacing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -156,14 +157,8 @@ def check_output_path(path: Path) -> Path:
 
 def write_csv(result: ValuationResult, path: Path) -> None:
     """Write ``result.to_pandas()`` to ``path`` atomically (temp file, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            result.to_pandas().to_csv(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        result.to_pandas().to_csv(fh)
 
 
 def format_table(
@@ -823,17 +818,11 @@ def _require_pyarrow() -> None:
 
 def write_table(frame: Any, path: Path) -> None:
     """Write a DataFrame as CSV or parquet (by suffix), atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         if path.suffix.lower() == ".parquet":
             frame.to_parquet(tmp)
         else:
             frame.to_csv(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _experiment_data(args: argparse.Namespace) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from daskval._files import replacing
 from daskval.evaluate import Curve, player_values
 from daskval.result import ValuationResult
 
@@ -420,14 +421,8 @@ def save_html(
     BokehJS is inlined: the file opens without a network.
     """
     target = _target(path, "HTML")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(_html(plot, title))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(target) as tmp:
+        tmp.write_text(_html(plot, title), encoding="utf-8")
     return target
 
 

@@ -403,6 +403,21 @@ class UtilityChain:
 # Fingerprints
 
 
+def model_name(model: Any) -> str:
+    """A short name of an estimator for titles: its class, and for a Pipeline
+    (or anything with ``steps``) the classes of its steps,
+    ``"Pipeline(StandardScaler, LogisticRegression)"``."""
+    steps = getattr(model, "steps", None)
+    name = type(model).__name__
+    if not isinstance(steps, list):
+        return name
+    inner = ", ".join(
+        model_name(step[1]) if isinstance(step, tuple) and len(step) == 2 else "?"
+        for step in steps
+    )
+    return f"{name}({inner})"
+
+
 def _token(value: Any, depth: int = 0) -> str:
     """A deterministic text for a parameter value (estimators recursively)."""
     if depth > 20:
@@ -1203,6 +1218,7 @@ class ModelUtility(Utility):
             "class": "ModelUtility",
             "n": self.n,
             "model": _token(self.model)[:500],
+            "model_name": model_name(self.model),
             "scoring": self.scoring
             if isinstance(self.scoring, str)
             else _token(self.scoring),

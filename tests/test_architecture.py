@@ -36,7 +36,12 @@ BASE = {
     "daskval.semivalues",
 }
 # what everything may import
-FOUNDATION = {"daskval.exceptions", "daskval._validation", "daskval._version"}
+FOUNDATION = {
+    "daskval.exceptions",
+    "daskval._validation",
+    "daskval._version",
+    "daskval._files",
+}
 # the methods' front end (Valuation.fit calls the engine); every other module
 # of daskval.methods is an estimator
 FRONT_END = {"daskval.methods", "daskval.methods.base"}

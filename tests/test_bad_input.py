@@ -527,3 +527,22 @@ def test_a_valid_setup_passes_every_check() -> None:
     ):
         dv.ShapleyValuation(_game(), stop=stop)
     dv.KNNShapleyValuation(dv.Dataset(X_DF, Y, X_DF, Y), k=3)
+
+
+def test_result_before_fit_raises_not_fitted_error() -> None:
+    """``v.result_`` before fit() is scikit-learn's NotFittedError (also an
+    AttributeError, so hasattr(v, "result_") is False), not a silent None."""
+    from sklearn.exceptions import NotFittedError
+
+    game = dv.FunctionUtility(_sum_of_players, n=4)
+    for valuation in (
+        dv.ShapleyValuation(game, stop=dv.MaxSamples(2)),
+        dv.BanzhafValuation(game, stop=dv.MaxSamples(2)),
+    ):
+        with pytest.raises(NotFittedError, match="call fit"):
+            _ = valuation.result_
+        assert not hasattr(valuation, "result_")
+
+
+def _sum_of_players(indices: Any) -> float:
+    return float(np.sum(indices))

@@ -221,6 +221,112 @@ def test_scheduler_page_shows_concurrent_runs_live(
     assert first.latest_event["status"] == "cancelled"
 
 
+def slow_concave(weights: list[float], indices: Any) -> float:
+    """u(S) = sqrt(sum of the weights in S), after 2 ms: not additive, so each
+    permutation gives other marginals and the estimates move all run long."""
+    time.sleep(0.002)
+    return float(np.sqrt(np.sum(np.asarray(weights)[np.asarray(indices, dtype=int)])))
+
+
+#: Run in the browser: the rows a DataTable has DRAWN (the text of its
+#: SlickGrid cells, top to bottom, found through the shadow roots), and the
+#: same moment's rows of its data source. Returns them when every drawn cell
+#: shows its source value (numbers to the formatter's precision) and the
+#: source differs from ``before`` (when given); null otherwise.
+DRAWN_ROWS_JS = """([cls, name, fields, tol, before]) => {
+    const deep = (root, selector, out = []) => {
+        root.querySelectorAll(selector).forEach((e) => out.push(e));
+        root.querySelectorAll("*").forEach((e) => {
+            if (e.shadowRoot) deep(e.shadowRoot, selector, out);
+        });
+        return out;
+    };
+    const host = deep(document, "." + cls)[0];
+    if (!host || !host.shadowRoot) return null;
+    const drawn = deep(host.shadowRoot, ".slick-row")
+        .map((r) => [r.getBoundingClientRect().top,
+                     [...r.querySelectorAll(".slick-cell")].map((c) => c.textContent)])
+        .sort((a, b) => a[0] - b[0])
+        .map((r) => r[1]);
+    const rows = fields.map((f) => window.daskvalColumn(name, f));
+    const n = rows[0].length;
+    if (n === 0 || drawn.length !== n) return null;
+    const source = [...Array(n).keys()].map((i) => rows.map((col) => col[i]));
+    const same = JSON.stringify(source) === JSON.stringify(before);
+    if (before !== null && same) return null;
+    const shows = (cell, value) => typeof value === "number"
+        ? !Number.isFinite(value) || Math.abs(parseFloat(cell) - value) <= tol
+        : cell === String(value);
+    for (let i = 0; i < n; i++) {
+        for (let j = 0; j < fields.length; j++) {
+            if (!shows(drawn[i][j], source[i][j])) return null;
+        }
+    }
+    return {drawn: drawn, source: source};
+}"""
+
+#: the tables of the page: css class, data source, columns (as drawn)
+TABLES = {
+    "top": ("daskval-top-table", "daskval-top", ["rank", "name", "value", "stderr"]),
+    "bottom": (
+        "daskval-bottom-table",
+        "daskval-bottom",
+        ["rank", "name", "value", "stderr"],
+    ),
+    "workers": (
+        "daskval-workers-table",
+        "daskval-workers",
+        ["worker", "samples_per_second"],
+    ),
+}
+
+
+def drawn_rows(page: Any, table: str, before: Any = None) -> dict[str, Any]:
+    """Wait until ``table`` (a key of :data:`TABLES`) draws what its source
+    holds, the source having changed from ``before``; the drawn and source rows."""
+    cls, name, fields = TABLES[table]
+    tol = 0.051 if table == "workers" else 1.1e-6  # formats 0.0 and 0.000000
+    handle = page.wait_for_function(
+        DRAWN_ROWS_JS, arg=[cls, name, fields, tol, before], timeout=READ_TIMEOUT_MS
+    )
+    rows: dict[str, Any] = handle.json_value()
+    return rows
+
+
+def test_page_tables_redraw_as_the_values_change(browser: Any, client: Client) -> None:
+    """What a person sees: the cells the tables have drawn, read twice during
+    one run, change with the values (Bokeh 3 kept the first rows drawn)."""
+    weights = [float(1 + (5 * i) % N) for i in range(N)]
+    utility = dv.FunctionUtility(functools.partial(slow_concave, weights), n=N)
+    valuation = dv.ShapleyValuation(
+        utility, sampler=dv.PermutationSampler(), stop=dv.MaxSamples(10**6), seed=0
+    )
+    handle = valuation.submit(client, dashboard="scheduler")
+    try:
+        wait_running(handle)
+        page = open_page(browser, handle.dashboard_link)
+        try:
+            select_run(page, handle.run_id)
+            first = {table: drawn_rows(page, table) for table in TABLES}
+            later = {
+                table: drawn_rows(page, table, before=first[table]["source"])
+                for table in TABLES
+            }
+            assert not handle.done()  # both readings were during the run
+        finally:
+            page.close()
+    finally:
+        handle.cancel()
+    # the values move at every read: so must the drawn cells (a worker's
+    # rate, drawn to 0.1, may look the same: it is drawn as its source is)
+    for table in ("top", "bottom"):
+        assert later[table]["drawn"] != first[table]["drawn"], table
+    # the drawn cells are the run's: its top point, two workers
+    names = {row[1] for row in later["top"]["drawn"]}
+    assert str(int(np.argmax(weights))) in names
+    assert len(later["workers"]["drawn"]) == 2
+
+
 def test_client_side_server_shows_a_run_live(
     browser: Any, client: Client, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 from bokeh.document import Document
+from bokeh.models import GlyphRenderer
 from distributed import Client
 
 import daskval as dv
@@ -93,7 +94,7 @@ def test_the_bar_redraws_a_line_in_terminals_and_writes_lines_elsewhere() -> Non
     assert "\rdaskval [############............]  50.0% | 100 evals" in out
     assert "90.0%" not in out
     assert "100.0%" in out and "completed" in out and out.endswith("\n")
-    assert "ETA 0:02" in out and "3 failed" in out
+    assert "ETA 2 s" in out and "3 failed" in out
 
     pipe = io.StringIO()
     bar = console.ProgressBar(pipe, interactive=False)
@@ -247,6 +248,67 @@ def test_the_document_shows_the_selected_runs_events() -> None:
     history = doc.get_model_by_name("daskval-history").data
     assert list(history["n_evaluations"]) == [100.0, 180.0, 260.0]
     assert session is not None
+
+
+def test_durations_carry_units_and_never_read_as_a_clock_time() -> None:
+    """``ETA 12:35`` read as 12:35 o'clock: the bar and the page say minutes."""
+    from daskval.dashboard.page import _summary_html
+
+    assert console.format_duration(755) == "12 min 35 s"
+    assert console.format_duration(7) == "7 s"
+    assert console.format_duration(3 * 3600 + 125) == "3 h 02 min"
+    assert console.format_duration(None) == "?"
+    assert console.format_duration(float("inf")) == "?"
+    event = {**_event(np.arange(30.0), np.ones(30)), "eta": 755.0, "elapsed": 65.0}
+    assert "ETA 12 min 35 s" in console.format_bar(event)
+    assert "elapsed 1 min 05 s" in console.format_bar(event)
+    summary = _summary_html(event)
+    assert "<b>ETA</b> 12 min 35 s" in summary
+    assert "12:35" not in summary and "12:35" not in console.format_bar(event)
+
+
+def test_the_rate_plot_draws_failures_per_second_not_their_total() -> None:
+    """The per-second axis got the cumulative failure count: now the rise
+    of n_failed per second between events."""
+    store = RunStore()
+    doc = Document()
+    make_document(store, doc)
+    refresh = next(iter(doc.session_callbacks)).callback
+    base = _event(np.arange(30.0), np.ones(30))
+    for elapsed, failed in [(1.0, 10), (2.0, 30), (4.0, 30), (5.0, 35)]:
+        store.add({**base, "elapsed": elapsed, "n_failed": failed})
+    refresh()
+    store.add({**base, "elapsed": 7.0, "n_failed": 45})
+    refresh()  # a second stream continues from the last row
+    history = doc.get_model_by_name("daskval-history").data
+    rate = list(history["failed_per_second"])
+    assert np.isnan(rate[0])
+    assert rate[1:] == [20.0, 0.0, 5.0, 5.0]
+    lines = [
+        r.glyph.y
+        for r in doc.select({"type": GlyphRenderer})
+        if getattr(r.glyph, "line_color", None) == "red"
+    ]
+    assert lines == ["failed_per_second"]
+
+
+def test_the_page_title_names_the_model_not_a_cut_off_repr() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = dv.Dataset(
+        np.arange(20.0).reshape(10, 2), np.arange(10) % 2, np.ones((4, 2)), [0, 1] * 2
+    )
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    utility = dv.ModelUtility(model, data, scoring="accuracy")
+    title = monitor.utility_title(utility.describe())
+    assert title == (
+        "ModelUtility Pipeline(StandardScaler, LogisticRegression), accuracy"
+    )
+    # a description without the short name still gives no repr
+    legacy = {"class": "ModelUtility", "model": "sklearn.svm._classes.SVC(C=1.0,...)"}
+    assert monitor.utility_title(legacy) == "ModelUtility SVC"
 
 
 def test_page_link_sits_next_to_status() -> None:

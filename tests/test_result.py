@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +187,24 @@ def test_misaligned_arrays_are_refused() -> None:
 def test_repr_names_the_method_and_status() -> None:
     text = repr(_result())
     assert "shapley" in text and "cancelled" in text and "4 players" in text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_output_files_follow_the_umask(tmp_path: Path, umask: int) -> None:
+    """Saved results, HTML reports and tables get 0666 & ~umask, as open()
+    would give them (the temporary file behind each atomic write was 0600)."""
+    from daskval.cli import write_csv
+
+    result = _result()
+    old = os.umask(umask)
+    try:
+        paths = [
+            result.save(tmp_path / "values.npz"),
+            result.report(tmp_path / "report.html"),
+        ]
+        write_csv(result, tmp_path / "values.csv")
+        paths.append(tmp_path / "values.csv")
+    finally:
+        os.umask(old)
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name

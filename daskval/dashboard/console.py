@@ -9,12 +9,19 @@ writes a full line every few seconds instead.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["PROGRESS_ENV", "ProgressBar", "check_progress", "progress_wanted"]
+__all__ = [
+    "PROGRESS_ENV",
+    "ProgressBar",
+    "check_progress",
+    "format_duration",
+    "progress_wanted",
+]
 
 #: Environment variable that turns the bar on (1) or off (0) by default.
 PROGRESS_ENV = "DASKVAL_PROGRESS"
@@ -76,13 +83,19 @@ def progress_wanted(progress: bool | None, stream: TextIO | None = None) -> bool
     return _interactive(stream or sys.stderr)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
+def format_duration(seconds: float | None) -> str:
+    """A span of time with its units, ``"12 min 35 s"``: never ``"12:35"``,
+    which reads as a clock time next to an ETA. ``"?"`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
         return "?"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
 
 
 def format_bar(event: dict[str, Any], width: int = _WIDTH) -> str:
@@ -93,10 +106,10 @@ def format_bar(event: dict[str, Any], width: int = _WIDTH) -> str:
         f"daskval [{'#' * filled}{'.' * (width - filled)}] {100 * completion:5.1f}%",
         f"{event.get('n_evaluations', 0):,} evals",
         f"{event.get('evaluations_per_second', 0.0):,.0f} evals/s",
-        f"elapsed {_duration(event.get('elapsed'))}",
+        f"elapsed {format_duration(event.get('elapsed'))}",
     ]
     if event.get("status") == "running":
-        parts.append(f"ETA {_duration(event.get('eta'))}")
+        parts.append(f"ETA {format_duration(event.get('eta'))}")
     else:
         parts.append(str(event.get("status")))
     if event.get("n_failed"):

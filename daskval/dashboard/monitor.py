@@ -32,6 +32,7 @@ __all__ = [
     "check_progress",
     "connect_dashboard",
     "make_monitor",
+    "utility_title",
 ]
 
 logger = logging.getLogger("daskval")
@@ -233,6 +234,22 @@ def announce(link: str | None, progress: bool, stream: Any = None) -> None:
     print(f"daskval dashboard: {link}", file=stream or sys.stderr, flush=True)
 
 
+def utility_title(utility: dict[str, Any]) -> str:
+    """The utility as the page's heading names it, from its ``describe()``:
+    ``"ModelUtility Pipeline(StandardScaler, LogisticRegression), accuracy"``
+    (the model's short name, never a cut-off repr)."""
+    text = str(utility.get("class", "utility"))
+    model = utility.get("model_name")
+    if model is None and "model" in utility:  # a description without the name
+        model = str(utility["model"]).split("(", 1)[0].rsplit(".", 1)[-1]
+    if model:
+        text += f" {model}"
+    scoring = utility.get("scoring")
+    if isinstance(scoring, str) and len(scoring) <= 40:
+        text += f", {scoring}"
+    return text
+
+
 def make_monitor(
     client: Any,
     *,
@@ -253,14 +270,11 @@ def make_monitor(
     link = connect_dashboard(client, dashboard)
     if not quiet:
         announce(link, show_bar)
-    utility_text = str(utility.get("class", "utility"))
-    if "model" in utility:
-        utility_text += f" {str(utility['model'])[:80]}"
     description = RunDescription(
         run_id=run_id,
         method=method,
         n_players=len(names),
-        utility=utility_text,
+        utility=utility_title(utility),
         stop=stop,
     )
     return RunMonitor(client, description, names, link, show_bar)

@@ -7,7 +7,8 @@ so tests and scripts can read them in the browser
 
 ``daskval-history``
     one row per progress event of the selected run: elapsed, n_evaluations,
-    evaluations_per_second, completion, n_failed, memo_hit_rate;
+    evaluations_per_second, completion, n_failed, memo_hit_rate, and
+    failed_per_second (failed fits per second since the previous event);
 ``daskval-top`` / ``daskval-bottom``
     the highest and lowest-valued players: rank, name, value, stderr;
 ``daskval-stderr``
@@ -21,13 +22,12 @@ This module needs Bokeh, not Dask.
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Range1d
+from bokeh.models import ColumnDataSource, CustomJS, Range1d
 from bokeh.models.widgets import (
     DataTable,
     Div,
@@ -37,6 +37,7 @@ from bokeh.models.widgets import (
 )
 from bokeh.plotting import figure
 
+from daskval.dashboard.console import format_duration
 from daskval.dashboard.store import HISTORY_COLUMNS, MAX_ROWS, RunStore
 
 __all__ = ["REFRESH_MS", "make_document"]
@@ -51,8 +52,58 @@ def _floats(values: Any) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
 
 
+#: the history source's columns: the store's, and the failure rate
+_HISTORY = (*HISTORY_COLUMNS, "failed_per_second")
+
+
 def _empty_history() -> dict[str, Any]:
-    return {name: np.array([], dtype=float) for name in HISTORY_COLUMNS}
+    return {name: np.array([], dtype=float) for name in _HISTORY}
+
+
+def _history_columns(
+    rows: list[tuple[Any, ...]], previous: tuple[float, float] | None
+) -> dict[str, Any]:
+    """New rows of the history source, with ``failed_per_second``: the rise of
+    the cumulative ``n_failed`` over the time since the row before (NaN for a
+    run's first row). ``previous`` is (elapsed, n_failed) of the row before."""
+    columns: dict[str, Any] = {
+        name: _floats(row[i] for row in rows) for i, name in enumerate(HISTORY_COLUMNS)
+    }
+    elapsed = columns["elapsed"]
+    failed = columns["n_failed"]
+    before_t = np.concatenate([[np.nan if previous is None else previous[0]], elapsed])
+    before_f = np.concatenate([[np.nan if previous is None else previous[1]], failed])
+    span = elapsed - before_t[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(span > 0, (failed - before_f[:-1]) / span, np.nan)
+    columns["failed_per_second"] = rate
+    return columns
+
+
+#: BokehJS (3.x) redraws a DataTable only when its CDSView's indices change;
+#: new data of the same length keeps the same indices, so the table would keep
+#: the rows it first drew while the plots move. The callback tells the view.
+_REDRAW_JS = "view.change.emit()"
+
+
+def live_table(source: ColumnDataSource, **kwargs: Any) -> DataTable:
+    """A :class:`~bokeh.models.DataTable` of ``source`` that redraws whenever
+    ``source.data`` is replaced, also with the same number of rows.
+
+    Parameters
+    ----------
+    source : ColumnDataSource
+        The table's rows.
+    **kwargs
+        Passed to :class:`~bokeh.models.DataTable`.
+
+    Returns
+    -------
+    DataTable
+    """
+    table = DataTable(source=source, **kwargs)
+    source.js_on_change("data", CustomJS(args={"view": table.view}, code=_REDRAW_JS))
+    return table
 
 
 def extremes_table(
@@ -61,9 +112,10 @@ def extremes_table(
     """A table of ranked players (rank, name, value, stderr): the page's top
     and bottom tables, and the static report's."""
     value = NumberFormatter(format="0.000000")
-    return DataTable(
-        source=source,
+    return live_table(
+        source,
         name=name,
+        css_classes=[name] if name else [],
         columns=[
             TableColumn(field="rank", title="#", width=30),
             TableColumn(field="name", title=title),
@@ -74,13 +126,6 @@ def extremes_table(
         height=height,
         index_position=None,
     )
-
-
-def _duration(seconds: Any) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}:{secs:02d}"
 
 
 def _summary_html(event: dict[str, Any]) -> str:
@@ -98,8 +143,8 @@ def _summary_html(event: dict[str, Any]) -> str:
         ("evaluations", f"{event.get('n_evaluations', 0):,}"),
         ("samples", f"{event.get('n_samples', 0):,}"),
         ("evaluations/s", f"{event.get('evaluations_per_second', 0.0):,.1f}"),
-        ("elapsed", _duration(event.get("elapsed"))),
-        ("ETA", _duration(event.get("eta"))),
+        ("elapsed", format_duration(event.get("elapsed"))),
+        ("ETA", format_duration(event.get("eta"))),
         ("memo hit rate", memo_text),
         ("failed fits", failed),
     ]
@@ -117,6 +162,7 @@ class _Session:
         self.run_id: str | None = None
         self.seen = 0
         self.shown_event: dict[str, Any] | None = None
+        self.last_row: tuple[float, float] | None = None
         self.history = ColumnDataSource(_empty_history(), name="daskval-history")
         self.top = ColumnDataSource(_empty_extremes(), name="daskval-top")
         self.bottom = ColumnDataSource(_empty_extremes(), name="daskval-bottom")
@@ -181,19 +227,20 @@ class _Session:
         rate.line("elapsed", "evaluations_per_second", source=self.history)
         rate.line(
             "elapsed",
-            "n_failed",
+            "failed_per_second",
             source=self.history,
             color="red",
-            legend_label="failed",
+            legend_label="failed fits per second",
         )
         rate.legend.location = "top_left"
         hist = figure(
             title="stderr of the values", x_axis_label="stderr", height=260, width=420
         )
         hist.quad(left="left", right="right", top="count", bottom=0, source=self.stderr)
-        workers = DataTable(
-            source=self.workers,
+        workers = live_table(
+            self.workers,
             name="daskval-workers-table",
+            css_classes=["daskval-workers-table"],
             columns=[
                 TableColumn(field="worker", title="worker"),
                 TableColumn(
@@ -237,16 +284,13 @@ class _Session:
             return
         if run_id != self.run_id:
             self.run_id, self.seen, self.shown_event = run_id, 0, None
+            self.last_row = None
             self.history.data = _empty_history()
         rows, self.seen = self.store.rows_since(run_id, self.seen)
         if rows:
-            self.history.stream(
-                {
-                    name: _floats(row[i] for row in rows)
-                    for i, name in enumerate(HISTORY_COLUMNS)
-                },
-                rollover=MAX_ROWS,
-            )
+            columns = _history_columns(rows, self.last_row)
+            self.last_row = (columns["elapsed"][-1], columns["n_failed"][-1])
+            self.history.stream(columns, rollover=MAX_ROWS)
         event = self.store.latest(run_id)
         if event is None or event is self.shown_event:
             return

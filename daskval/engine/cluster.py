@@ -186,7 +186,10 @@ _GUARD_HELP = (
     "script starts the valuation at import time (line {line}), so every worker "
     "would start another cluster. Put the code that runs the valuation under\n\n"
     '    if __name__ == "__main__":\n        ...\n\n'
-    "or start a cluster yourself and pass fit(client=...)."
+    "or run the cluster outside this script (`dask scheduler` and `dask worker "
+    "ADDRESS` in shells: their workers do not import your script) and pass "
+    "fit(client=Client(ADDRESS)). A LocalCluster started at import time would "
+    "fail the same way."
 )
 
 

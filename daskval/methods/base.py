@@ -67,8 +67,30 @@ class Valuation(ABC):
         self.utility = utility
         self.stop = stop
         self.seed = _check_seed(seed)
-        self.result_: ValuationResult | None = None
+        self._result: ValuationResult | None = None
         self.results_: dict[str, ValuationResult] = {}
+
+    @property
+    def result_(self) -> ValuationResult:
+        """The result of the last :meth:`fit`.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit` (an AttributeError too, as scikit-learn's is).
+        """
+        if self._result is None:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(
+                f"This {type(self).__name__} has no result yet: call fit() first "
+                "(or submit() and the handle's result())"
+            )
+        return self._result
+
+    @result_.setter
+    def result_(self, result: ValuationResult) -> None:
+        self._result = result
 
     @abstractmethod
     def make_plan(self) -> Plan:
