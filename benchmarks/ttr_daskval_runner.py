@@ -51,6 +51,10 @@ class RmseRecorder(dv.StoppingCriterion):
     def completion(self, snap: Snapshot) -> float:
         return min(1.0, (time.perf_counter() - self.began) / self.max_seconds)
 
+    def ending(self) -> str:
+        # its own time and evaluation budgets end every run
+        return "surely"
+
     def describe(self) -> str:
         return f"RmseRecorder(target={self.target:g})"
 
