@@ -41,9 +41,7 @@ class RunProgress:
     completion: float = 0.0
     elapsed: float = 0.0
     status: str = "pending"
-    fetches: int = 0
     max_fetch_bytes: int = 0
-    history: list[tuple[float, int, int]] = field(default_factory=list)
     memo_hits: int = 0
     memo_misses: int = 0
 
@@ -61,7 +59,6 @@ class RunProgress:
 
     def fetched(self, state: Partial) -> None:
         """Count a state fetched from the cluster (and its bytes)."""
-        self.fetches += 1
         self.max_fetch_bytes = max(self.max_fetch_bytes, state.nbytes)
 
     def update(self, state: Partial, cap: int | None) -> bool:
@@ -70,7 +67,6 @@ class RunProgress:
         values, stderr, counts = self.plan.estimate(state.moments)
         self.elapsed = elapsed = time.monotonic() - self.begin
         self.n_samples, self.n_evaluations = state.stop, state.n_evaluations
-        self.history.append((elapsed, state.stop, state.n_evaluations))
         self.memo_hits = state.eval_stats.memo_hits
         self.memo_misses = state.eval_stats.memo_misses
         self.trace.record(elapsed, state.stop, state.n_evaluations, values, stderr)
